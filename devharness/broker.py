@@ -1,0 +1,159 @@
+"""Run a real MQTT broker for tests and the demo.
+
+Mosquitto (Debian's `mosquitto`) is the broker: started on a free loopback
+port with a generated configuration, a password file (hashed by
+`mosquitto_passwd -U`) and an ACL that lets each gateway publish and read only
+its own topic subtree (see docs/protocol.md, "Security").
+
+Facts this relies on (../shared/design/FIELD-NOTES.md): the default
+`max_queued_messages 1000` drops QoS 1 messages for a lagging subscriber, so
+it is raised; persistence needs `user root` when running as root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devharness.ports import free_port, wait_for_port
+
+TOPIC_ROOT = "ummc/v1"
+GATEWAY_PUBLISHES = ("state", "birth", "health", "data", "cmd/result")
+GATEWAY_READS = ("ack", "cmd")
+
+
+@dataclass(frozen=True)
+class GatewayAccount:
+    """One gateway's broker identity: its unit, its id (= MQTT username) and password."""
+
+    unit: str
+    gateway: str
+    password: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{TOPIC_ROOT}/{self.unit}/{self.gateway}"
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """A fleet-side account (ingest worker, API) with read/write on the whole tree."""
+
+    username: str
+    password: str
+
+
+def acl_text(gateways: Iterable[GatewayAccount], services: Iterable[ServiceAccount]) -> str:
+    """Mosquitto ACL: a gateway may only touch its own subtree, services all of it."""
+    lines: list[str] = []
+    for svc in services:
+        lines += [f"user {svc.username}", f"topic readwrite {TOPIC_ROOT}/#", ""]
+    for gw in gateways:
+        lines.append(f"user {gw.gateway}")
+        lines += [f"topic write {gw.prefix}/{leaf}" for leaf in GATEWAY_PUBLISHES]
+        lines += [f"topic read {gw.prefix}/{leaf}" for leaf in GATEWAY_READS]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    path.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+    os.chmod(path, 0o600)
+    subprocess.run(["mosquitto_passwd", "-U", str(path)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@dataclass
+class Mosquitto:
+    """A mosquitto process with its own config in `workdir`; restartable in place."""
+
+    workdir: Path
+    gateways: list[GatewayAccount] = field(default_factory=list)
+    services: list[ServiceAccount] = field(default_factory=list)
+    port: int = 0
+    max_queued_messages: int = 1_000_000
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        self._write_config()
+
+    @property
+    def anonymous(self) -> bool:
+        return not (self.gateways or self.services)
+
+    def _write_config(self) -> None:
+        conf = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            f"max_queued_messages {self.max_queued_messages}",
+            "max_inflight_messages 20",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if os.geteuid() == 0:
+            conf.append("user root")
+        if self.anonymous:
+            conf.append("allow_anonymous true")
+        else:
+            users = {s.username: s.password for s in self.services}
+            users.update({g.gateway: g.password for g in self.gateways})
+            passwd = self.workdir / "passwd"
+            _write_password_file(passwd, users)
+            acl = self.workdir / "acl"
+            acl.write_text(acl_text(self.gateways, self.services))
+            conf += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}"]
+        (self.workdir / "mosquitto.conf").write_text("\n".join(conf) + "\n")
+
+    def start(self) -> Mosquitto:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([binary, "-c", str(self.workdir / "mosquitto.conf")],
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        try:
+            wait_for_port(self.port, timeout=10)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError("mosquitto did not start; see "
+                               f"{self.workdir / 'mosquitto.log'}") from None
+        return self
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM: the broker saves its persistent sessions)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, pause: float = 0.0) -> None:
+        self.stop()
+        if pause:
+            time.sleep(pause)
+        self.start()
+
+    def log_text(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def mosquitto_available() -> bool:
+    return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()

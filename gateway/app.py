@@ -1,0 +1,59 @@
+# The gateway core: instrument bytes in, journal records out.
+#
+# An instrument session (BLE indication, serial reply) hands the raw value to
+# `on_value`; the drivers decode it, the reading is normalized, stamped with
+# the gateway's receive time beside the instrument's own time, written to the
+# journal, and the uplink is woken. Decoding errors are counted per
+# instrument and shown on the indicator; they never stop the loop, and the
+# readings beside them go on. Adapters (radio, UART, MQTT) are passed in.
+from device_drivers import DecodeError, gatt, reading
+from gateway import protocol
+from gateway.journal import KIND_READING, JournalFull
+
+_NORMALIZERS = {
+    gatt.BLOOD_PRESSURE_MEASUREMENT: reading.from_blood_pressure,
+}
+
+
+class Gateway:
+    def __init__(self, journal, uplink, clock, indicator):
+        self.journal = journal
+        self.uplink = uplink
+        self.clock = clock
+        self.indicator = indicator
+        self.errors = {}  # (instrument addr, reason) -> count
+        self.readings = 0
+
+    def _count(self, addr, reason):
+        key = (addr, reason)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def on_value(self, inst, uuid16, data, iseq=None):
+        """One characteristic value from an instrument. Returns the journal
+        sequence number of the reading, or None when nothing was journaled."""
+        rtime = self.clock.now_ms()
+        normalize = _NORMALIZERS.get(uuid16)
+        if normalize is None:
+            self._count(inst.get("addr"), "unsupported_characteristic")
+            self.indicator.error(inst.get("addr"), "unsupported characteristic 0x%04X" % uuid16)
+            return None
+        try:
+            r = normalize(gatt.decode(uuid16, data))
+        except DecodeError as e:
+            self._count(inst.get("addr"), "decode_error")
+            self.indicator.error(inst.get("addr"), str(e))
+            return None
+        flags = None if self.clock.synced else ["gateway_clock_unsynced"]
+        payload = protocol.reading_payload(r, inst, rtime, iseq=iseq, flags=flags)
+        try:
+            seq = self.journal.append(payload, KIND_READING)
+        except JournalFull as e:
+            self._count(inst.get("addr"), "journal_full")
+            self.indicator.error("journal", str(e))
+            return None
+        self.readings += 1
+        self.indicator.captured(seq)
+        if not self.uplink.connected:
+            self.indicator.buffered(seq)
+        self.uplink.notify()
+        return seq

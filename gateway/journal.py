@@ -1,0 +1,286 @@
+# Store-and-forward journal: every record a gateway keeps goes to flash here
+# first, gets a sequence number, and stays until the fleet server has
+# durably committed it (docs/protocol.md, "ack").
+#
+# Theory of operation
+# - Records live in append-only segment files `s<first seq>.j`. A record is a
+#   12-byte header (magic 0xA5, kind, payload length u16, seq u32, CRC32 u32
+#   over kind+length+seq+payload, little-endian) followed by the payload.
+# - The acknowledged-up-to cursor is the file `acked`, replaced atomically
+#   (write `acked.tmp`, then rename). The journal id (`jid`, random, made once)
+#   is in `meta`, written the same way.
+# - On open, every segment is scanned: a torn tail (power cut mid-write) is
+#   cut off by rewriting the segment's good prefix; a record whose CRC fails is
+#   skipped and the scan resynchronises on the next valid header. Both are
+#   counted in `recovery` for the next heartbeat.
+# - Sequence numbers never repeat: the next one is one past the highest seen in
+#   any segment or in the cursor.
+# - ack(upto) moves the cursor and deletes segments that are wholly covered.
+# - Capacity is accounted in bytes of segment files; append raises JournalFull
+#   past it (the policy of what to shed lives in the caller).
+#
+# Runs on MicroPython (files on littlefs) and CPython (files standing in for
+# flash); only `os`, `binascii`/`zlib` and `struct` are used.
+import os
+import struct
+
+try:
+    from binascii import crc32
+except ImportError:  # pragma: no cover - CPython has it in binascii too
+    from zlib import crc32
+
+KIND_READING = 1
+KIND_EVENT = 2
+KIND_HEALTH = 3
+KIND_NAMES = {KIND_READING: "reading", KIND_EVENT: "event", KIND_HEALTH: "health"}
+
+_MAGIC = 0xA5
+_HEADER = "<BBHII"
+_HEADER_LEN = 12
+_MAX_PAYLOAD = 0xFFFF
+
+
+class JournalError(Exception):
+    pass
+
+
+class JournalFull(JournalError):
+    """Appending would exceed the journal's byte capacity."""
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _sync(f):
+    f.flush()
+    fsync = getattr(os, "fsync", None)
+    if fsync is not None:
+        fsync(f.fileno())
+
+
+def _atomic_write(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        _sync(f)
+    os.rename(tmp, path)
+
+
+def _crc(kind, length, seq, payload):
+    c = crc32(struct.pack("<BHI", kind, length, seq))
+    return crc32(payload, c) & 0xFFFFFFFF
+
+
+def encode_record(seq, kind, payload):
+    if len(payload) > _MAX_PAYLOAD:
+        raise JournalError("record payload of %d bytes over %d" % (len(payload), _MAX_PAYLOAD))
+    crc = _crc(kind, len(payload), seq, payload)
+    return struct.pack(_HEADER, _MAGIC, kind, len(payload), seq, crc) + payload
+
+
+def _parse_at(buf, off):
+    """(seq, kind, payload, end) of a valid record at off, or None."""
+    if off + _HEADER_LEN > len(buf) or buf[off] != _MAGIC:
+        return None
+    _, kind, length, seq, crc = struct.unpack_from(_HEADER, buf, off)
+    end = off + _HEADER_LEN + length
+    if end > len(buf):
+        return None
+    payload = bytes(buf[off + _HEADER_LEN:end])
+    if _crc(kind, length, seq, payload) != crc:
+        return None
+    return seq, kind, payload, end
+
+
+def scan_segment(buf):
+    """Valid records of a segment image, the end of the last one, and how many
+    corrupted stretches were skipped: (records, good_end, corrupt)."""
+    records = []
+    off = 0
+    good_end = 0
+    corrupt = 0
+    n = len(buf)
+    while off < n:
+        rec = _parse_at(buf, off)
+        if rec is not None:
+            records.append((rec[0], rec[1], rec[2]))
+            off = good_end = rec[3]
+            continue
+        # Not a valid record here: find the next offset where one parses.
+        nxt = off + 1
+        while nxt < n and _parse_at(buf, nxt) is None:
+            nxt += 1
+        if nxt >= n:
+            break  # nothing valid after: a torn tail, cut at good_end
+        corrupt += 1
+        off = nxt
+    return records, good_end, corrupt
+
+
+class Journal:
+    def __init__(self, root, segment_bytes=8192, capacity_bytes=2000000):
+        self.root = root
+        self.segment_bytes = segment_bytes
+        self.capacity_bytes = capacity_bytes
+        self.recovery = {"torn_bytes": 0, "corrupt_records": 0, "new_jid": False}
+        # segments: list of [first_seq, last_seq, name, size, records], oldest first
+        self._segments = []
+        self._depth = 0
+        if not _exists(root):
+            os.mkdir(root)
+        self.jid = self._load_jid()
+        self.acked = self._load_acked()
+        self._recover()
+
+    # --- opening -------------------------------------------------------------
+    def _path(self, name):
+        return self.root + "/" + name
+
+    def _load_jid(self):
+        path = self._path("meta")
+        try:
+            with open(path, "rb") as f:
+                jid = f.read().decode().strip()
+            if len(jid) == 8:
+                int(jid, 16)
+                return jid
+        except (OSError, ValueError):
+            pass
+        jid = "".join("%02x" % b for b in os.urandom(4))
+        _atomic_write(path, jid.encode())
+        self.recovery["new_jid"] = True
+        return jid
+
+    def _load_acked(self):
+        try:
+            with open(self._path("acked"), "rb") as f:
+                return int(f.read().decode().strip() or "0")
+        except (OSError, ValueError):
+            return 0
+
+    def _recover(self):
+        names = sorted(n for n in os.listdir(self.root) if n.startswith("s") and n.endswith(".j"))
+        last = self.acked
+        for name in names:
+            path = self._path(name)
+            with open(path, "rb") as f:
+                buf = f.read()
+            records, good_end, corrupt = scan_segment(buf)
+            self.recovery["corrupt_records"] += corrupt
+            if good_end < len(buf):
+                self.recovery["torn_bytes"] += len(buf) - good_end
+                _atomic_write(path, buf[:good_end])
+            # Records at or below the highest seq already seen are stale copies.
+            records = [r for r in records if r[0] > last]
+            if not records:
+                os.remove(path)
+                continue
+            first, last = records[0][0], records[-1][0]
+            if last <= self.acked:
+                os.remove(path)
+                continue
+            self._segments.append([first, last, name, good_end, len(records)])
+            self._depth += sum(1 for r in records if r[0] > self.acked)
+        self.next_seq = max(last, self.acked) + 1
+
+    # --- state ---------------------------------------------------------------
+    @property
+    def depth(self):
+        """Records written and not yet acknowledged."""
+        return self._depth
+
+    @property
+    def bytes_used(self):
+        return sum(s[3] for s in self._segments)
+
+    @property
+    def first_unacked(self):
+        return self.acked + 1
+
+    # --- writing -------------------------------------------------------------
+    def append(self, payload, kind=KIND_READING):
+        """Write one record durably; return its sequence number."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        seq = self.next_seq
+        rec = encode_record(seq, kind, payload)
+        if self.bytes_used + len(rec) > self.capacity_bytes:
+            raise JournalFull("journal full: %d of %d bytes used" %
+                              (self.bytes_used, self.capacity_bytes))
+        seg = self._segments[-1] if self._segments else None
+        if seg is None or seg[3] + len(rec) > self.segment_bytes:
+            seg = [seq, seq, "s%010d.j" % seq, 0, 0]
+            self._segments.append(seg)
+        with open(self._path(seg[2]), "ab") as f:
+            f.write(rec)
+            _sync(f)
+        seg[1] = seq
+        seg[3] += len(rec)
+        seg[4] += 1
+        self.next_seq = seq + 1
+        self._depth += 1
+        return seq
+
+    # --- reading -------------------------------------------------------------
+    def read(self, after, limit=32, max_bytes=8192):
+        """Up to `limit` unacknowledged records with seq > after, oldest first,
+        whose payloads total at most max_bytes (at least one record is always
+        returned if any exists): a list of (seq, kind, payload)."""
+        after = max(after, self.acked)
+        out = []
+        total = 0
+        for first, last, name, _, _ in self._segments:
+            if last <= after:
+                continue
+            with open(self._path(name), "rb") as f:
+                buf = f.read()
+            for seq, kind, payload in scan_segment(buf)[0]:
+                if seq <= after:
+                    continue
+                if out and (len(out) >= limit or total + len(payload) > max_bytes):
+                    return out
+                out.append((seq, kind, payload))
+                total += len(payload)
+        return out
+
+    # --- acknowledging -------------------------------------------------------
+    def ack(self, upto):
+        """Free every record with seq <= upto; returns how many were freed.
+        An ack beyond the last written sequence is refused (JournalError)."""
+        if upto >= self.next_seq:
+            raise JournalError("ack %d beyond last written sequence %d" %
+                               (upto, self.next_seq - 1))
+        if upto <= self.acked:
+            return 0
+        freed = self._count_between(self.acked, upto)
+        _atomic_write(self._path("acked"), str(upto).encode())
+        self.acked = upto
+        self._depth -= freed
+        keep = []
+        for seg in self._segments:
+            if seg[1] <= upto:
+                os.remove(self._path(seg[2]))
+            else:
+                keep.append(seg)
+        self._segments = keep
+        return freed
+
+    def _count_between(self, lo, hi):
+        """Records with lo < seq <= hi still held in segments."""
+        n = 0
+        for first, last, name, _, count in self._segments:
+            if last <= lo or first > hi:
+                continue
+            if first > lo and last <= hi:
+                n += count
+                continue
+            with open(self._path(name), "rb") as f:
+                for seq, _, _ in scan_segment(f.read())[0]:
+                    if lo < seq <= hi:
+                        n += 1
+        return n

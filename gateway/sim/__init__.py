@@ -1,0 +1,1 @@
+# Instrument and unit simulators (CPython only; not in the firmware image).

@@ -1,0 +1,204 @@
+# Uplink: moves journal records to the fleet server and frees them only when
+# the server's end-to-end ack covers them (docs/protocol.md).
+#
+# Connection manager in the mqtt_as style: wait, connect, run until the link
+# drops, back off (exponential with jitter), repeat. While connected:
+#   - on connect: retained `state` online, subscribe `ack` and `cmd`, `birth`;
+#   - a sender publishes `data` batches read from the journal after the last
+#     sent sequence, with at most `window` batches awaiting the server's ack;
+#     if the ack does not move for `resend_after_ms`, everything unacked is
+#     sent again (the server's unique keys make that harmless);
+#   - a receiver applies acks: ignores another journal's, refuses one beyond
+#     the last written sequence (counted), frees the journal up to `upto`, and
+#     corrects the gateway clock from `server_time` when it is unsynced.
+# The MQTT client object is made once by `client_factory` and reconnected in
+# place, so its persistent session keeps QoS 1 retransmission state.
+import asyncio
+import os
+
+from gateway import protocol
+from gateway.indicator import Indicator
+from gateway.journal import JournalError
+from gateway.mqtt import ConnectionLost, MQTTError
+
+
+def _jitter(ms):
+    """ms scaled by a random factor in [0.5, 1.0)."""
+    r = os.urandom(1)[0] / 256
+    return int(ms * (0.5 + r / 2))
+
+
+class Uplink:
+    def __init__(self, journal, client, unit, gateway, clock, indicator=None,
+                 birth=None, window=4, batch_records=protocol.MAX_RECORDS_PER_BATCH,
+                 batch_bytes=protocol.MAX_BATCH_BYTES, resend_after_ms=30000,
+                 backoff_min_ms=1000, backoff_max_ms=60000, clock_slew_ms=2000):
+        self.journal = journal
+        self.client = client
+        self.unit = unit
+        self.gateway = gateway
+        self.clock = clock
+        self.indicator = indicator or Indicator()
+        self.birth = birth  # callable returning the birth payload bytes
+        self.window = window
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.resend_after_ms = resend_after_ms
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.clock_slew_ms = clock_slew_ms
+        self.boot = 0
+        self.connected = False
+        self.stats = {"connects": 0, "reconnects": 0, "batches": 0, "records_sent": 0,
+                      "acks": 0, "acks_ignored": 0, "acks_bad": 0, "resends": 0}
+        self._wake = asyncio.Event()
+        self._stop = False
+        self._sent_upto = 0
+        self._outstanding = []  # [last_seq, sent_at_ms] of batches awaiting the ack
+        self._last_progress_ms = 0
+
+    def topic(self, leaf):
+        return protocol.topic(self.unit, self.gateway, leaf)
+
+    def notify(self):
+        """Tell the sender that the journal has new records."""
+        self._wake.set()
+
+    def stop(self):
+        self._stop = True
+        self._wake.set()
+
+    # --- connection manager --------------------------------------------------
+    async def run(self):
+        delay = self.backoff_min_ms
+        while not self._stop:
+            try:
+                await self._session()
+                delay = self.backoff_min_ms
+            except (OSError, MQTTError) as e:
+                self.indicator.error("uplink", type(e).__name__)
+            if self.connected:
+                self.connected = False
+                self.indicator.link(False)
+            if self._stop:
+                break
+            await self._sleep_ms(_jitter(delay))
+            delay = min(delay * 2, self.backoff_max_ms)
+        if self.client.is_connected:
+            try:
+                await self.client.publish(self.topic("state"),
+                                          protocol.state_payload("offline", self.clock.now_ms(),
+                                                                 reason="shutdown"),
+                                          qos=1, retain=True)
+                await self.client.disconnect()
+            except (OSError, MQTTError):
+                pass
+
+    async def _sleep_ms(self, ms):
+        try:
+            await asyncio.wait_for(self._wake.wait(), ms / 1000)
+        except asyncio.TimeoutError:
+            pass
+        if not self._stop:
+            self._wake.clear()
+
+    async def _session(self):
+        c = self.client
+        await c.connect()
+        self.stats["connects"] += 1
+        if self.stats["connects"] > 1:
+            self.stats["reconnects"] += 1
+        await c.publish(self.topic("state"),
+                        protocol.state_payload("online", self.clock.now_ms(), boot=self.boot),
+                        qos=1, retain=True)
+        await c.subscribe(self.topic("ack"), 1)
+        await c.subscribe(self.topic("cmd"), 1)
+        if self.birth is not None:
+            await c.publish(self.topic("birth"), self.birth(), qos=1)
+        self.connected = True
+        self.indicator.link(True)
+        # After a (re)connect everything not acknowledged is sent again.
+        self._sent_upto = self.journal.acked
+        self._outstanding = []
+        self._last_progress_ms = self.clock.now_ms()
+        receiver = asyncio.create_task(self._receive())
+        try:
+            await self._send_loop()
+        finally:
+            receiver.cancel()
+            try:
+                await receiver
+            except BaseException:  # noqa: S110 - cancellation or the link error
+                pass
+
+    # --- sending -------------------------------------------------------------
+    async def _send_loop(self):
+        c = self.client
+        while not self._stop and c.is_connected:
+            self._wake.clear()
+            now = self.clock.now_ms()
+            j = self.journal
+            self._outstanding = [b for b in self._outstanding if b[0] > j.acked]
+            if self._outstanding and now - self._last_progress_ms > self.resend_after_ms:
+                # The server has not moved the ack: send everything unacked again.
+                self.stats["resends"] += 1
+                self._sent_upto = j.acked
+                self._outstanding = []
+                self._last_progress_ms = now
+            if len(self._outstanding) < self.window:
+                records = j.read(self._sent_upto, self.batch_records, self.batch_bytes)
+                if records:
+                    msg = protocol.data_message(j.jid, j.first_unacked, now, records)
+                    last = records[-1][0]
+                    await c.publish(self.topic("data"), msg, qos=1)
+                    if not self._outstanding:
+                        self._last_progress_ms = now
+                    self._outstanding.append([last, now])
+                    self._sent_upto = last
+                    self.stats["batches"] += 1
+                    self.stats["records_sent"] += len(records)
+                    continue
+            await self._sleep_ms(min(self.resend_after_ms, 1000))
+        if not c.is_connected:
+            raise ConnectionLost("link dropped")
+
+    # --- receiving -----------------------------------------------------------
+    async def _receive(self):
+        ack_topic = self.topic("ack")
+        while True:
+            try:
+                msg = await self.client.next_message()
+            except (OSError, MQTTError):
+                self._wake.set()
+                return
+            if msg.topic == ack_topic:
+                self.apply_ack(msg.payload)
+            # commands: gateway core, issue 4
+
+    def apply_ack(self, payload):
+        """Apply one `ack` payload; returns how many records it freed."""
+        try:
+            jid, upto, rejected, server_time = protocol.parse_ack(payload)
+        except protocol.AckError as e:
+            self.stats["acks_bad"] += 1
+            self.indicator.error("ack", str(e))
+            return 0
+        j = self.journal
+        if jid != j.jid:
+            self.stats["acks_ignored"] += 1
+            return 0
+        try:
+            freed = j.ack(upto)
+        except JournalError:
+            # An ack from the future (beyond what we wrote): never trust it.
+            self.stats["acks_ignored"] += 1
+            return 0
+        self.stats["acks"] += 1
+        if server_time is not None and (not self.clock.synced or abs(
+                server_time - self.clock.now_ms()) > self.clock_slew_ms):
+            self.clock.correct(server_time)
+        if freed:
+            self._last_progress_ms = self.clock.now_ms()
+            self.indicator.delivered(upto, rejected)
+        self._wake.set()
+        return freed

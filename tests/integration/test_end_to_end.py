@@ -1,0 +1,179 @@
+"""One reading end to end through real components: simulated cuff bytes ->
+drivers -> gateway journal -> our MQTT client -> real Mosquitto -> fleet
+server ingest -> SQLite -> ack -> journal freed -> API."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import random
+import sqlite3
+import time
+from datetime import datetime
+from pathlib import Path
+
+from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT, encode_blood_pressure
+from gateway.app import Gateway
+from gateway.clock import GatewayClock
+from gateway.indicator import RecordingIndicator
+from gateway.journal import Journal
+from gateway.mqtt import MQTTClient
+from gateway.protocol import LAST_WILL, topic
+from gateway.sim.cuff import SimulatedCuff
+from gateway.uplink import Uplink
+from tests.integration.stack import FleetStack, wait_until
+
+
+def make_gateway(stack: FleetStack, index: int, journal_dir: Path,
+                 resend_after_ms: int = 30000) -> tuple[Gateway, Uplink, RecordingIndicator]:
+    acc = stack.gateways[index]
+    assert stack.broker is not None
+    journal = Journal(str(journal_dir))
+    clock = GatewayClock(synced=True)
+    indicator = RecordingIndicator()
+    client = MQTTClient(acc.gateway, "127.0.0.1", stack.broker.port, username=acc.gateway,
+                        password=acc.password, keepalive=30, clean_session=False,
+                        will=(topic(acc.unit, acc.gateway, "state"), LAST_WILL, 1, True))
+    uplink = Uplink(journal, client, acc.unit, acc.gateway, clock, indicator,
+                    resend_after_ms=resend_after_ms, backoff_min_ms=200, backoff_max_ms=1000)
+    return Gateway(journal, uplink, clock, indicator), uplink, indicator
+
+
+async def wait_async(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def test_one_reading_end_to_end(stack: FleetStack, tmp_path: Path) -> None:
+    cuff = SimulatedCuff(addr="C4:7C:8D:6A:00:01", serial="5140200001",
+                         rng=random.Random(1), clock_offset_s=-3600)
+    taken_at = time.time()
+    data = cuff.measure(taken_at)
+
+    async def scenario() -> tuple[int, list[tuple[object, ...]]]:
+        core, uplink, indicator = make_gateway(stack, 0, tmp_path / "journal")
+        task = asyncio.create_task(uplink.run())
+        seq = core.on_value(cuff.identity, BLOOD_PRESSURE_MEASUREMENT, data)
+        assert seq == 1
+        await wait_async(lambda: core.journal.depth == 0)
+        uplink.stop()
+        await task
+        return seq, indicator.events
+
+    seq, events = asyncio.run(scenario())
+    assert ("captured", 1) in events
+    assert ("delivered", 1, []) in events
+
+    rows = stack.get("/readings", gateway=stack.gateways[0].gateway)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["unit"] == stack.gateways[0].unit
+    assert row["gateway"] == stack.gateways[0].gateway
+    assert row["instrument"]["addr"] == cuff.addr
+    assert row["instrument"]["serial"] == cuff.serial
+    assert row["instrument"]["model"] == cuff.model
+    assert row["seq"] == seq and row["type"] == "blood_pressure"
+    # the instrument's own clock (an hour behind) and the gateway's receive time
+    cuff_time = time.gmtime(int(taken_at - 3600))
+    assert list(row["instrument_time"][:4]) == [cuff_time.tm_year, cuff_time.tm_mon,
+                                                cuff_time.tm_mday, cuff_time.tm_hour] \
+        or row["instrument_time"].startswith(f"{cuff_time.tm_year:04d}-")
+    received = datetime.fromisoformat(row["received_at"].replace("Z", "+00:00"))
+    assert abs(calendar.timegm(received.utctimetuple()) - taken_at) < 30
+    names = [v[0] for v in row["values"]]
+    assert names[:2] == ["systolic", "diastolic"]
+
+
+def test_record_freed_only_after_server_commit(stack: FleetStack, tmp_path: Path) -> None:
+    """The broker has the message (PUBACK) but the server has not committed: the
+    journal keeps the record. Kill the server before its commit; after restart
+    the record is re-sent and stored exactly once."""
+    cuff = SimulatedCuff(addr="C4:7C:8D:6A:00:02", serial="5140200002", rng=random.Random(2))
+    gw = stack.gateways[1].gateway
+
+    async def scenario() -> None:
+        core, uplink, _ = make_gateway(stack, 1, tmp_path / "journal", resend_after_ms=1500)
+        task = asyncio.create_task(uplink.run())
+        core.on_value(cuff.identity, BLOOD_PRESSURE_MEASUREMENT, cuff.measure())
+        await wait_async(lambda: core.journal.depth == 0)
+
+        # Hold the database's write lock so the ingest worker cannot commit.
+        lock = sqlite3.connect(stack.db_path, timeout=30, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        core.on_value(cuff.identity, BLOOD_PRESSURE_MEASUREMENT, cuff.measure())
+        await wait_async(lambda: uplink.stats["batches"] >= 2)  # published, broker PUBACKed
+        await asyncio.sleep(2.0)
+        assert core.journal.depth == 1, "freed before the server committed"
+        await asyncio.to_thread(stack.kill_server)
+        lock.execute("ROLLBACK")
+        lock.close()
+        await asyncio.sleep(0.5)
+        assert core.journal.depth == 1
+        await asyncio.to_thread(stack.start_server)
+        await wait_async(lambda: core.journal.depth == 0, timeout=30)
+        assert uplink.stats["resends"] >= 1 or uplink.stats["batches"] >= 2
+        uplink.stop()
+        await task
+
+    asyncio.run(scenario())
+    rows = stack.get("/readings", gateway=gw)
+    assert sorted(r["seq"] for r in rows) == [1, 2]  # each stored once
+
+
+def test_bad_payload_is_rejected_counted_and_good_data_goes_on(stack: FleetStack,
+                                                                tmp_path: Path) -> None:
+    acc = stack.gateways[0]
+    assert stack.broker is not None
+
+    async def scenario() -> None:
+        client = MQTTClient(acc.gateway + "-raw", "127.0.0.1", stack.broker.port,
+                            username=acc.gateway, password=acc.password, clean_session=True)
+        await client.connect()
+        data_topic = topic(acc.unit, acc.gateway, "data")
+        await client.publish(data_topic, b"{not json", qos=1)
+        await client.publish(data_topic, b'{"v":1,"jid":"0badc0de","base":1,"sent":1,'
+                             b'"records":[{"seq":1,"kind":"reading","type":"blood_pressure",'
+                             b'"inst":{"addr":"x"},"iseq":null,"itime":null,"rtime":1,'
+                             b'"values":[["systolic",120,"furlongs"],["diastolic",80,"mm[Hg]"]],'
+                             b'"flags":[]}]}', qos=1)
+        await client.disconnect()
+
+    asyncio.run(scenario())
+    counts = wait_until(lambda: stack.get("/rejections/counts"), timeout=20)
+    # then a real gateway's good reading still goes through
+    cuff = SimulatedCuff(addr="C4:7C:8D:6A:00:03", rng=random.Random(3))
+
+    async def good() -> None:
+        core, uplink, _ = make_gateway(stack, 0, tmp_path / "journal")
+        task = asyncio.create_task(uplink.run())
+        core.on_value(cuff.identity, BLOOD_PRESSURE_MEASUREMENT, cuff.measure())
+        await wait_async(lambda: core.journal.depth == 0)
+        uplink.stop()
+        await task
+
+    asyncio.run(good())
+    text = repr(counts)
+    assert "malformed_json" in text and "invalid_record" in text and acc.gateway in text
+    assert len(stack.get("/readings", gateway=acc.gateway)) == 1
+
+
+def test_decode_error_is_counted_and_does_not_stop_the_gateway(stack: FleetStack,
+                                                                tmp_path: Path) -> None:
+    async def scenario() -> Gateway:
+        core, uplink, indicator = make_gateway(stack, 0, tmp_path / "journal")
+        task = asyncio.create_task(uplink.run())
+        assert core.on_value({"addr": "AA"}, BLOOD_PRESSURE_MEASUREMENT,
+                             bytes.fromhex("010203040506")) is None
+        good = encode_blood_pressure(120, 80, 93, status=None)
+        assert core.on_value({"addr": "AA"}, BLOOD_PRESSURE_MEASUREMENT, good) == 1
+        await wait_async(lambda: core.journal.depth == 0)
+        uplink.stop()
+        await task
+        assert any(e[0] == "error" for e in indicator.events)
+        return core
+
+    core = asyncio.run(scenario())
+    assert core.errors == {("AA", "decode_error"): 1}
