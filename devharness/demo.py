@@ -45,7 +45,7 @@ class Processes:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        out = open(log, "ab")  # noqa: SIM115 - handed to the child
+        out = open(log, "ab")
         self.procs.append((name, subprocess.Popen(argv, env=env, stdout=out, stderr=out,
                                                   cwd=REPO, start_new_session=True)))
         out.close()

@@ -36,7 +36,8 @@ def image_files(repo: Path = REPO) -> list[Path]:
     return files
 
 
-def compile_file(mpy_cross: str, repo: Path, rel: Path, out_dir: Path) -> subprocess.CompletedProcess[str]:
+def compile_file(mpy_cross: str, repo: Path, rel: Path,
+                 out_dir: Path) -> subprocess.CompletedProcess[str]:
     """Compile one file to out_dir/<rel>.mpy, with the source path as in the image."""
     out = out_dir / rel.with_suffix(".mpy")
     out.parent.mkdir(parents=True, exist_ok=True)

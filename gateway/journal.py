@@ -234,7 +234,7 @@ class Journal:
         after = max(after, self.acked)
         out = []
         total = 0
-        for first, last, name, _, _ in self._segments:
+        for _first, last, name, _, _ in self._segments:
             if last <= after:
                 continue
             with open(self._path(name), "rb") as f:

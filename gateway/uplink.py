@@ -128,7 +128,7 @@ class Uplink:
             receiver.cancel()
             try:
                 await receiver
-            except BaseException:  # noqa: S110 - cancellation or the link error
+            except BaseException:  # its cancellation, or the link error it ended on
                 pass
 
     # --- sending -------------------------------------------------------------

@@ -74,9 +74,28 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
         b.stop()
 
 
-def mpy_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def mpy_image(mpy_cross_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The firmware image's modules compiled by mpy-cross, as on a board.
+
+    A board runs precompiled .mpy (frozen or on flash): compiling 20 KB of
+    source at import would not fit the ~100 KB heap, and is not what ships.
+    MicroPython runs put this directory first on their path."""
+    from firmware.image import compile_file, image_files
+
+    out = tmp_path_factory.mktemp("mpy-image")
+    for rel in image_files():
+        proc = compile_file(mpy_cross_bin, REPO, rel, out)
+        if proc.returncode != 0:
+            pytest.fail(f"mpy-cross failed on {rel}: {proc.stderr}")
+    return out
+
+
+def mpy_env(image: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a `micropython` run: compiled image first, then the
+    repository (for tests), then the port's frozen modules (asyncio)."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = str(REPO)
+    env["MICROPYPATH"] = f"{image}:{REPO}:.frozen"
     env.update(extra or {})
     return env
 

@@ -21,9 +21,9 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
 from gateway.app import Gateway
 from gateway.clock import GatewayClock
-from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
 from gateway.indicator import ConsoleIndicator, Indicator, RecordingIndicator
 from gateway.journal import Journal
 from gateway.mqtt import MQTTClient

@@ -55,7 +55,7 @@ def test_max_bytes_limits_batch_but_returns_at_least_one():
     d = tmpdir("j")
     try:
         j = Journal(d)
-        for i in range(5):
+        for _i in range(5):
             j.append(b"{" + b"y" * 100 + b"}")
         assert len(j.read(0, limit=32, max_bytes=250)) == 2
         assert len(j.read(0, limit=32, max_bytes=10)) == 1
@@ -69,7 +69,7 @@ def test_torn_tail_is_cut_and_counted():
         j = Journal(d)
         for i in range(3):
             j.append(_payload(i))
-        seg = d + "/" + [n for n in os.listdir(d) if n.endswith(".j")][0]
+        seg = d + "/" + next(n for n in os.listdir(d) if n.endswith(".j"))
         with open(seg, "ab") as f:
             f.write(b"\xa5\x01\x40\x00\x04\x00")  # a header cut by the power
         j2 = Journal(d)
@@ -87,7 +87,7 @@ def test_corrupted_record_is_skipped_and_counted():
         j = Journal(d)
         for i in range(5):
             j.append(_payload(i))
-        seg = d + "/" + [n for n in os.listdir(d) if n.endswith(".j")][0]
+        seg = d + "/" + next(n for n in os.listdir(d) if n.endswith(".j"))
         with open(seg, "rb") as f:
             buf = bytearray(f.read())
         # flip one byte inside the second record's payload
@@ -110,7 +110,7 @@ def test_power_cut_at_every_byte_of_an_append():
         j = Journal(d)
         for i in range(3):
             j.append(_payload(i))
-        seg = d + "/" + [n for n in os.listdir(d) if n.endswith(".j")][0]
+        seg = d + "/" + next(n for n in os.listdir(d) if n.endswith(".j"))
         with open(seg, "rb") as f:
             good = f.read()
         from gateway.journal import encode_record

@@ -13,7 +13,6 @@ from gateway.indicator import RecordingIndicator
 from gateway.journal import Journal
 from gateway.mqtt import MQTTClient
 from gateway.protocol import LAST_WILL, topic
-
 from gateway.uplink import Uplink
 
 UNIT = os.getenv("SLICE_UNIT")

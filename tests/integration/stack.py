@@ -74,7 +74,7 @@ class FleetStack:
         return self
 
     def start_server(self) -> None:
-        log = open(self.workdir / "fleet_server.log", "ab")  # noqa: SIM115
+        log = open(self.workdir / "fleet_server.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "fleet_server", "run"],
                                      env=self.env(), cwd=REPO, stdout=log, stderr=log,
                                      start_new_session=True)

@@ -14,10 +14,11 @@ from tests.integration.stack import FleetStack
 
 def test_micropython_gateway_publishes_through_real_broker(stack: FleetStack,
                                                            micropython_bin: str,
+                                                           mpy_image: Path,
                                                            tmp_path: Path) -> None:
     acc = stack.gateways[0]
     assert stack.broker is not None
-    env = mpy_env({"SLICE_UNIT": acc.unit, "SLICE_GATEWAY": acc.gateway,
+    env = mpy_env(mpy_image, {"SLICE_UNIT": acc.unit, "SLICE_GATEWAY": acc.gateway,
                    "SLICE_PASSWORD": acc.password, "SLICE_PORT": str(stack.broker.port),
                    "SLICE_JOURNAL": str(tmp_path / "journal"), "SLICE_READINGS": "3"})
     proc = subprocess.run([micropython_bin, "-X", "heapsize=100k",
