@@ -119,7 +119,7 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.workdir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([binary, "-c", str(self.workdir / "mosquitto.conf")],
                                      stdout=log, stderr=log, start_new_session=True)
         log.close()

@@ -66,8 +66,8 @@ def sfloat_to_raw(value, exponent=0):
         return 0x07FE
     if value == -_INF:
         return 0x0802
-    mantissa = int(round(value * (10 ** -exponent))) if exponent < 0 else \
-        int(round(value / (10 ** exponent)))
+    mantissa = round(value * (10 ** -exponent)) if exponent < 0 else \
+        round(value / (10 ** exponent))
     if not -2046 <= mantissa <= 2045:
         raise ValueError("SFLOAT mantissa out of range: %d" % mantissa)
     return ((exponent & 0x0F) << 12) | (mantissa & 0x0FFF)
