@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-port", type=int, default=8000)
     p.add_argument("--mean-interval", type=float, default=600.0,
                    help="mean seconds between patients per unit")
+    p.add_argument("--first-within", type=float, default=30.0,
+                   help="every unit's first patient arrives within this many seconds")
+    p.add_argument("--report-every", type=float, default=10.0,
+                   help="seconds between progress lines")
     p.add_argument("--keep", action="store_true", help="keep the previous run's data")
     args = p.parse_args(argv)
 
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.start("simulated units",
                     [py, "-m", "gateway.sim.fleet", "--accounts", str(accounts),
                      "--port", str(broker.port), "--state", str(state / "gateways"),
-                     "--mean-interval", str(args.mean_interval)],
+                     "--mean-interval", str(args.mean_interval),
+                     "--first-within", str(args.first_within)],
                     env, state / "units.log")
         token = _token(api, "admin", admin_password)
         print(f"""
@@ -160,7 +165,7 @@ Ctrl-C stops everything.
             if problem:
                 print(f"demo: {problem}; stopping (see logs)", file=sys.stderr)
                 return 1
-            if time.monotonic() - last_report >= 10:
+            if time.monotonic() - last_report >= args.report_every:
                 last_report = time.monotonic()
                 try:
                     n = _count_readings(api, token)
