@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from devharness.accounts import make_accounts, write_account_files
+from devharness.amqtt_broker import AmqttBroker
 from devharness.broker import Mosquitto, mosquitto_available
 from devharness.ports import free_port, wait_for_port
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="every unit's first patient arrives within this many seconds")
     p.add_argument("--report-every", type=float, default=10.0,
                    help="seconds between progress lines")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                   help="auto: Mosquitto when installed, else the embedded amqtt broker")
     p.add_argument("--keep", action="store_true", help="keep the previous run's data")
     args = p.parse_args(argv)
 
@@ -102,14 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     if state.exists() and not args.keep:
         shutil.rmtree(state)
     state.mkdir(parents=True, exist_ok=True)
-    if not mosquitto_available():
-        print("demo: mosquitto is not installed; run `make demo` (it installs it) or "
-              "`apt-get install mosquitto`", file=sys.stderr)
+    use_amqtt = args.broker == "amqtt" or (args.broker == "auto" and not mosquitto_available())
+    if args.broker == "mosquitto" and not mosquitto_available():
+        print("demo: mosquitto is not installed (`apt-get install mosquitto`)", file=sys.stderr)
         return 2
 
     gateways, service = make_accounts(args.units)
     accounts, registry = write_account_files(state, gateways, service)
-    broker = Mosquitto(state / "broker", gateways=gateways, services=[service]).start()
+    broker: Mosquitto | AmqttBroker
+    if use_amqtt:
+        print("demo: Mosquitto not available: using the embedded amqtt broker "
+              "(MQTT 3.1.1, one ingest worker)", flush=True)
+        broker = AmqttBroker(state / "broker", gateways=gateways, services=[service]).start()
+    else:
+        broker = Mosquitto(state / "broker", gateways=gateways, services=[service]).start()
     api_port = args.api_port if _port_free(args.api_port) else free_port()
     api = f"http://127.0.0.1:{api_port}"
     admin_password = secrets.token_urlsafe(12)
@@ -119,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                UMMC_MQTT_HOST="127.0.0.1", UMMC_MQTT_PORT=str(broker.port),
                UMMC_MQTT_USERNAME=service.username, UMMC_MQTT_PASSWORD=service.password,
                UMMC_API_HOST="127.0.0.1", UMMC_API_PORT=str(api_port),
-               UMMC_SECRET_KEY=secrets.token_urlsafe(32))
+               UMMC_SECRET_KEY=secrets.token_urlsafe(32),
+               UMMC_BOOTSTRAP_ADMIN_PASSWORD="",  # the admin is created below
+               UMMC_MQTT_PROTOCOL="3.1.1" if use_amqtt else "5")
     py = sys.executable
     fleet = [py, "-m", "fleet_server"]
     subprocess.run([*fleet, "migrate"], env=env, cwd=REPO, check=True)
@@ -154,7 +165,7 @@ UMMC fleet demo: {args.units} simulated units, broker on 127.0.0.1:{broker.port}
   user admin, password {admin_password}
   token: {token}
   e.g.   curl -H 'Authorization: Bearer {token}' {api}/api/v1/readings?limit=5
-  logs:  {state}/fleet_server.log, {state}/units.log, {state}/broker/mosquitto.log
+  logs:  {state}/fleet_server.log, {state}/units.log, {state}/broker/
 Ctrl-C stops everything.
 """, flush=True)
         started = time.monotonic()

@@ -10,8 +10,9 @@ from tests.integration.stack import FleetStack
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[FleetStack]:
-    s = FleetStack(tmp_path / "fleet", units=2).setup()
+    s = FleetStack(tmp_path / "fleet", units=2)
     try:
+        s.setup()
         yield s
     finally:
         s.teardown()

@@ -52,7 +52,8 @@ class FleetStack:
                     UMMC_MQTT_USERNAME=self.service.username,
                     UMMC_MQTT_PASSWORD=self.service.password,
                     UMMC_API_HOST="127.0.0.1", UMMC_API_PORT=str(self.api_port),
-                    UMMC_SECRET_KEY=secrets.token_urlsafe(32))
+                    UMMC_SECRET_KEY=secrets.token_urlsafe(32),
+                    UMMC_BOOTSTRAP_ADMIN_PASSWORD="")
 
     def cli(self, *args: str) -> None:
         subprocess.run([sys.executable, "-m", "fleet_server", *args], env=self.env(),

@@ -1,0 +1,1 @@
+"""Alembic migrations of `fleet_server.models` (run with `fleet_server.db.migrate`)."""

@@ -1,0 +1,226 @@
+"""The fleet server's tables (SQLAlchemy 2, typed declarative).
+
+Every schema change here needs an Alembic revision in `migrations/versions/`
+(`tests/fleet_server/test_migrations.py` fails when the migrated schema and
+these models differ). Works on SQLite and PostgreSQL: times are stored as
+UTC (`UTCDateTime`), JSON as JSON (JSONB on PostgreSQL), ids as BIGINT
+(INTEGER on SQLite, so that they autoincrement).
+
+Idempotency keys (docs/protocol.md): a reading is unique by
+(gateway, jid, seq), and by (instrument key, iseq) when the instrument numbers
+its records; the instrument key is its serial when known, else its address.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime in, an aware UTC datetime out, on every backend
+    (SQLite keeps no zone: values are stored as naive UTC there)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None,
+                             dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# BIGINT ids that still autoincrement on SQLite (only INTEGER PRIMARY KEY does).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Role(enum.StrEnum):
+    """API roles (docs/fleet_server.md lists which routes each may call)."""
+
+    admin = "admin"
+    logistics = "logistics"
+    technician = "technician"
+    nurse = "nurse"
+    reception = "reception"
+
+
+class Unit(Base):
+    """A mobile medical unit (U001 ... U100)."""
+
+    __tablename__ = "units"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    province: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    gateways: Mapped[list[Gateway]] = relationship(back_populates="unit",
+                                                   order_by="Gateway.gateway_id")
+
+
+class Gateway(Base):
+    """A registered gateway; its health fields follow `state`/`birth`/`health`."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(32), unique=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_state: Mapped[str | None] = mapped_column(String(16))  # online | offline
+    last_state_reason: Mapped[str | None] = mapped_column(String(64))
+    last_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fw: Mapped[str | None] = mapped_column(String(32))
+    boot_count: Mapped[int | None] = mapped_column(BigInteger)
+    last_birth: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    last_health: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+
+    unit: Mapped[Unit] = relationship(back_populates="gateways")
+
+
+class Reading(Base):
+    """One journal record the server accepted (kind reading, event or health)."""
+
+    __tablename__ = "readings"
+    __table_args__ = (
+        UniqueConstraint("gateway_pk", "jid", "seq"),
+        Index("uq_readings_inst_key_iseq", "inst_key", "iseq", unique=True,
+              sqlite_where="iseq IS NOT NULL", postgresql_where="iseq IS NOT NULL"),
+        Index("ix_readings_unit_received", "unit_pk", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id"))
+    unit_pk: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    jid: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    type: Mapped[str | None] = mapped_column(String(32), index=True)
+    inst_addr: Mapped[str | None] = mapped_column(String(64))
+    inst_model: Mapped[str | None] = mapped_column(String(64))
+    inst_serial: Mapped[str | None] = mapped_column(String(64))
+    inst_mfr: Mapped[str | None] = mapped_column(String(64))
+    inst_key: Mapped[str | None] = mapped_column(String(64))
+    iseq: Mapped[int | None] = mapped_column(BigInteger)
+    # The instrument's own clock, lossless: 'YYYY-MM-DDTHH:MM:SS' with unknown
+    # parts kept as 0 (e.g. '0000-04-17T20:41:59'); NULL when it sent none.
+    itime: Mapped[str | None] = mapped_column(String(19))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # gateway rtime
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)  # server commit
+    values: Mapped[list[list[Any]]] = mapped_column(JSONDoc)  # [[name, number, UCUM]]
+    flags: Mapped[list[str]] = mapped_column(JSONDoc)
+    # sha256 of the record's canonical JSON: tells a harmless re-send (same
+    # content) from a conflict (same key, other content).
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+    gateway: Mapped[Gateway] = relationship()
+    unit: Mapped[Unit] = relationship()
+
+
+class DeadLetter(Base):
+    """A message or record that was not accepted, kept whole with the reason."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        Index("ix_dead_letters_gateway_jid_seq", "gateway", "jid", "seq"),
+        Index("ix_dead_letters_gateway_reason", "gateway", "reason"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    topic: Mapped[str] = mapped_column(Text)
+    # As named in the topic: may be unknown to the registry, so no foreign keys.
+    gateway: Mapped[str | None] = mapped_column(String(64))
+    unit: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)  # names the offending field
+    jid: Mapped[str | None] = mapped_column(String(16))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    # The whole message (message-level reasons) or the one record's JSON.
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AckCursor(Base):
+    """Per (gateway, jid): everything up to `upto` is committed; `rejected` is
+    what the last ack listed (re-sent unchanged when nothing new is covered)."""
+
+    __tablename__ = "ack_cursors"
+
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id"), primary_key=True)
+    jid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    upto: Mapped[int] = mapped_column(BigInteger)
+    rejected: Mapped[list[int]] = mapped_column(JSONDoc)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # a Role value
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiToken(Base):
+    """An opaque bearer token, stored only as its HMAC (security.token_digest)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    user: Mapped[User] = relationship()
