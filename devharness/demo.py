@@ -169,7 +169,7 @@ UMMC fleet demo: {args.units} simulated units, broker on 127.0.0.1:{broker.port}
 Ctrl-C stops everything.
 """, flush=True)
         started = time.monotonic()
-        last_report = 0
+        last_report = 0.0
         while not stopping:
             time.sleep(0.5)
             problem = procs.check()

@@ -53,7 +53,8 @@ def _decode_bp(data, intermediate):
     second = read_sfloat(data, 3, "diastolic")
     third = read_sfloat(data, 5, "mean_arterial")
     off = 7
-    out = {"unit": unit, "timestamp": None, "pulse_rate": None, "user_id": None,
+    out = {"unit": unit,  # type: dict[str, object]
+           "timestamp": None, "pulse_rate": None, "user_id": None,
            "status": []}
     if intermediate:
         out["cuff_pressure"] = first

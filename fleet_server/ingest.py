@@ -395,16 +395,24 @@ class IngestWorker:
         self._stopping = False
         self._client: mqtt.Client | None = None
 
+    @property
+    def mqtt5(self) -> bool:
+        return self.settings.mqtt_protocol == "5"
+
     def subscriptions(self) -> list[tuple[str, int]]:
         group = self.settings.ingest_group
-        return [(f"$share/{group}/{protocol.ROOT}/+/+/{leaf}", 1)
-                for leaf in protocol.INGEST_LEAVES]
+        prefix = f"$share/{group}/" if self.mqtt5 else ""  # no shared subs before MQTT 5
+        return [(f"{prefix}{protocol.ROOT}/+/+/{leaf}", 1) for leaf in protocol.INGEST_LEAVES]
 
     # --- lifecycle ---
     def start(self) -> None:
         s = self.settings
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.mqtt_client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.mqtt5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.mqtt_client_id,
+                                 protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.mqtt_client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
         if s.mqtt_username:
             client.username_pw_set(s.mqtt_username, s.mqtt_password)
         client.on_connect = self._on_connect
@@ -412,10 +420,13 @@ class IngestWorker:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(1, 30)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = s.mqtt_session_expiry
-        client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=s.mqtt_keepalive,
-                             clean_start=False, properties=props)
+        if self.mqtt5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.mqtt_session_expiry
+            client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=s.mqtt_keepalive,
+                                 clean_start=False, properties=props)
+        else:
+            client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=s.mqtt_keepalive)
         self._client = client
         client.loop_start()
         log.info("ingest worker %s connecting to %s:%d (group %s)", s.mqtt_client_id,

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     mqtt_client_id: str = "ummc-fleet-ingest"
     mqtt_keepalive: int = Field(default=60, ge=5)
+    # "5" (Mosquitto): shared subscriptions, several workers. "3.1.1" for a
+    # broker without MQTT 5, e.g. the demo's embedded amqtt fallback: plain
+    # subscriptions, so run ONE ingest worker.
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     # MQTT 5 session expiry (s): how long the broker keeps a stopped worker's
     # session (clean_start=False) and queues its messages. Mosquitto keeps
     # giving an offline member of a shared group its turn of the messages, so

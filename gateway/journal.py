@@ -232,7 +232,7 @@ class Journal:
         whose payloads total at most max_bytes (at least one record is always
         returned if any exists): a list of (seq, kind, payload)."""
         after = max(after, self.acked)
-        out = []
+        out = []  # type: list[tuple[int, int, bytes]]
         total = 0
         for _first, last, name, _, _ in self._segments:
             if last <= after:

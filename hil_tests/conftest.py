@@ -16,4 +16,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def hil_port(request: pytest.FixtureRequest) -> str | None:
-    return request.config.getoption("--hil-port")  # type: ignore[no-any-return]
+    port: str | None = request.config.getoption("--hil-port")
+    return port

@@ -4,14 +4,23 @@ read only its own topics (docs/protocol.md, "Security")."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devharness.accounts import make_accounts
-from devharness.broker import Mosquitto
+from devharness.broker import GatewayAccount, Mosquitto, ServiceAccount
+
+
+def _recorder(seen: list[str], got: threading.Event) -> Callable[..., None]:
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        seen.append(msg.topic)
+        got.set()
+    return on_message
 
 
 def _client(user: str, password: str, port: int) -> mqtt.Client:
@@ -24,20 +33,23 @@ def _client(user: str, password: str, port: int) -> mqtt.Client:
     return c
 
 
+Secured = tuple[Mosquitto, list[GatewayAccount], ServiceAccount]
+
+
 @pytest.fixture
-def secured(tmp_path: Path):  # type: ignore[no-untyped-def]
+def secured(tmp_path: Path) -> Iterator[Secured]:
     gateways, service = make_accounts(2)
     b = Mosquitto(tmp_path / "b", gateways=gateways, services=[service]).start()
     yield b, gateways, service
     b.stop()
 
 
-def test_gateway_cannot_publish_into_another_gateways_topics(secured) -> None:  # type: ignore[no-untyped-def]
+def test_gateway_cannot_publish_into_another_gateways_topics(secured: Secured) -> None:
     broker, (a, b), service = secured
     seen: list[str] = []
     got = threading.Event()
     watcher = _client(service.username, service.password, broker.port)
-    watcher.on_message = lambda c, u, m: (seen.append(m.topic), got.set())
+    watcher.on_message = _recorder(seen, got)
     watcher.subscribe("ummc/v1/#", qos=1)
     attacker = _client(a.gateway, a.password, broker.port)
     import time
@@ -51,7 +63,7 @@ def test_gateway_cannot_publish_into_another_gateways_topics(secured) -> None:  
     watcher.loop_stop()
 
 
-def test_gateway_cannot_read_another_gateways_acks(secured) -> None:  # type: ignore[no-untyped-def]
+def test_gateway_cannot_read_another_gateways_acks(secured: Secured) -> None:
     # Mosquitto 2.0 grants a subscription the ACL denies (SUBACK QoS 1) but
     # never delivers a message on it: check delivery, not the SUBACK.
     import time
@@ -62,7 +74,7 @@ def test_gateway_cannot_read_another_gateways_acks(secured) -> None:  # type: ig
     seen: list[str] = []
     got = threading.Event()
     c = _client(a.gateway, a.password, broker.port)
-    c.on_message = lambda cl, u, m: (seen.append(m.topic), got.set())
+    c.on_message = _recorder(seen, got)
     c.subscribe([(f"{b.prefix}/ack", 1), (f"{a.prefix}/ack", 1), ("ummc/v1/#", 1)])
     assert got.wait(5)
     time.sleep(0.5)
@@ -71,14 +83,19 @@ def test_gateway_cannot_read_another_gateways_acks(secured) -> None:  # type: ig
     server.loop_stop()
 
 
-def test_wrong_password_is_refused(secured) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_is_refused(secured: Secured) -> None:
     broker, (a, _), _ = secured
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="x",
                     protocol=mqtt.MQTTv311)
     c.username_pw_set(a.gateway, "wrong")
-    result: list[object] = []
+    result: list[Any] = []
     ev = threading.Event()
-    c.on_connect = lambda cl, u, f, rc, p: (result.append(rc), ev.set())
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        result.append(rc)
+        ev.set()
+
+    c.on_connect = on_connect
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     assert ev.wait(5)

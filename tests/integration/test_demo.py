@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from devharness.ports import free_port
 from tests.conftest import REPO
 
@@ -19,16 +21,16 @@ from tests.conftest import REPO
 def _descendants(root: int) -> dict[int, str]:
     """pid -> command line of every live process below `root`."""
     parents: dict[int, int] = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         if fields[0] != "Z":  # zombies are gone already
-            parents[int(pid)] = int(fields[1])
+            parents[int(entry)] = int(fields[1])
     found: dict[int, str] = {}
     frontier = [root]
     while frontier:
@@ -52,12 +54,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_demo_shows_every_unit_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_shows_every_unit_and_stops_cleanly(tmp_path: Path, broker: str) -> None:
+    """With Mosquitto, and with the embedded amqtt broker a machine without
+    Mosquitto falls back to."""
     state = tmp_path / "demo"
     units = 5
     proc = subprocess.Popen(
         [sys.executable, "-m", "devharness.demo", "--units", str(units), "--state", str(state),
-         "--api-port", str(free_port()), "--first-within", "3", "--report-every", "1"],
+         "--api-port", str(free_port()), "--first-within", "3", "--report-every", "1",
+         "--broker", broker],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen_all = False
@@ -75,7 +81,8 @@ def test_demo_shows_every_unit_and_stops_cleanly(tmp_path: Path) -> None:
         assert seen_all, "".join(lines)
         children = _descendants(proc.pid)
         commands = " ".join(children.values())
-        for part in ("mosquitto", "fleet_server", "gateway.sim.fleet"):
+        broker_cmd = "mosquitto" if broker == "mosquitto" else "devharness.amqtt_broker"
+        for part in (broker_cmd, "fleet_server", "gateway.sim.fleet"):
             assert part in commands, children
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -9,6 +9,7 @@ import calendar
 import random
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def make_gateway(stack: FleetStack, index: int, journal_dir: Path,
     return Gateway(journal, uplink, clock, indicator), uplink, indicator
 
 
-async def wait_async(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+async def wait_async(predicate: Callable[[], object], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -127,9 +128,10 @@ def test_bad_payload_is_rejected_counted_and_good_data_goes_on(stack: FleetStack
                                                                 tmp_path: Path) -> None:
     acc = stack.gateways[0]
     assert stack.broker is not None
+    port = stack.broker.port
 
     async def scenario() -> None:
-        client = MQTTClient(acc.gateway + "-raw", "127.0.0.1", stack.broker.port,
+        client = MQTTClient(acc.gateway + "-raw", "127.0.0.1", port,
                             username=acc.gateway, password=acc.password, clean_session=True)
         await client.connect()
         data_topic = topic(acc.unit, acc.gateway, "data")
