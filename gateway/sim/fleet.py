@@ -24,7 +24,7 @@ from pathlib import Path
 from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
 from gateway.app import Gateway
 from gateway.clock import GatewayClock
-from gateway.indicator import ConsoleIndicator, Indicator, RecordingIndicator
+from gateway.indicator import ConsoleIndicator, Indicator
 from gateway.journal import Journal
 from gateway.mqtt import MQTTClient
 from gateway.protocol import LAST_WILL, birth_payload, topic
@@ -50,7 +50,7 @@ def build_unit(account: dict[str, str], host: str, port: int, state_dir: Path,
     unit, gw = account["unit"], account["gateway"]
     journal = Journal(str(state_dir / gw))
     clock = GatewayClock(synced=True)  # the host's clock is NTP-disciplined
-    indicator: Indicator = ConsoleIndicator(gw) if verbose else RecordingIndicator()
+    indicator: Indicator = ConsoleIndicator(gw) if verbose else Indicator()
     client = MQTTClient(gw, host, port, username=gw, password=account["password"],
                         keepalive=60, clean_session=False,
                         will=(topic(unit, gw, "state"), LAST_WILL, 1, True))
