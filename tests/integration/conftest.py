@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import FleetStack
+from devharness.stack import FleetStack
 
 
 @pytest.fixture

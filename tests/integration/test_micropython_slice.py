@@ -8,8 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from devharness.stack import FleetStack
 from tests.conftest import MPY_SUMMARIES, REPO, mpy_env
-from tests.integration.stack import FleetStack
 
 
 def test_micropython_gateway_publishes_through_real_broker(stack: FleetStack,

@@ -1,11 +1,11 @@
-"""A fleet stack for end-to-end tests: a real Mosquitto with per-gateway
-accounts, the fleet server as its own process (`python -m fleet_server run`)
-on a SQLite file, and helpers to call its API. The server can be killed
-(SIGKILL, like a power cut) and started again on the same database."""
+"""A fleet stack for end-to-end tests and benchmarks: a real Mosquitto with
+per-gateway accounts, the fleet server as its own process
+(`python -m fleet_server run`) on a SQLite file (or the database URL given),
+and helpers to call its API. The server can be killed (SIGKILL, like a power
+cut) and started again on the same database."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -22,7 +22,7 @@ from devharness.accounts import make_accounts, write_account_files
 from devharness.broker import GatewayAccount, Mosquitto, ServiceAccount
 from devharness.ports import free_port, wait_for_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class FleetStack:
     api_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
+    database_url: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -47,7 +48,7 @@ class FleetStack:
     def env(self) -> dict[str, str]:
         assert self.broker is not None and self.service is not None
         return dict(os.environ, UMMC_ENV="development",
-                    UMMC_DATABASE_URL=f"sqlite:///{self.db_path}",
+                    UMMC_DATABASE_URL=self.database_url or f"sqlite:///{self.db_path}",
                     UMMC_MQTT_HOST="127.0.0.1", UMMC_MQTT_PORT=str(self.broker.port),
                     UMMC_MQTT_USERNAME=self.service.username,
                     UMMC_MQTT_PASSWORD=self.service.password,
@@ -128,6 +129,3 @@ def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> 
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
 
-
-def accounts_json(stack: FleetStack) -> str:
-    return json.dumps([{"unit": g.unit, "gateway": g.gateway} for g in stack.gateways])
