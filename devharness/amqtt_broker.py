@@ -30,6 +30,7 @@ from devharness.broker import (
     ServiceAccount,
 )
 from devharness.ports import free_port, wait_for_port
+from devharness.processes import spawn, terminate
 
 
 def amqtt_config(port: int, passwd: Path, gateways: list[GatewayAccount],
@@ -74,22 +75,13 @@ class AmqttBroker:
             amqtt_config(self.port, passwd, self.gateways, self.services)))
 
     def start(self) -> AmqttBroker:
-        log = open(self.workdir / "amqtt.log", "ab")  # handed to the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "devharness.amqtt_broker",
-                                      str(self.workdir / "amqtt.json")],
-                                     stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        self.proc = spawn([sys.executable, "-m", "devharness.amqtt_broker",
+                           str(self.workdir / "amqtt.json")], self.workdir / "amqtt.log")
         wait_for_port(self.port, timeout=30)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=10)
         self.proc = None
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devharness.ports import free_port, wait_for_port
+from devharness.processes import spawn, terminate
 
 TOPIC_ROOT = "ummc/v1"
 GATEWAY_PUBLISHES = ("state", "birth", "health", "data", "cmd/result")
@@ -119,10 +119,8 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = open(self.workdir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([binary, "-c", str(self.workdir / "mosquitto.conf")],
-                                     stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        self.proc = spawn([binary, "-c", str(self.workdir / "mosquitto.conf")],
+                          self.workdir / "mosquitto.log")
         try:
             wait_for_port(self.port, timeout=10)
         except TimeoutError:
@@ -133,15 +131,7 @@ class Mosquitto:
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM: the broker saves its persistent sessions)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=10)
         self.proc = None
 
     def restart(self, pause: float = 0.0) -> None:

@@ -25,6 +25,7 @@ from devharness.accounts import make_accounts, write_account_files
 from devharness.amqtt_broker import AmqttBroker
 from devharness.broker import Mosquitto, mosquitto_available
 from devharness.ports import free_port, wait_for_port
+from devharness.processes import spawn, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,10 +47,7 @@ class Processes:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        out = open(log, "ab")
-        self.procs.append((name, subprocess.Popen(argv, env=env, stdout=out, stderr=out,
-                                                  cwd=REPO, start_new_session=True)))
-        out.close()
+        self.procs.append((name, spawn(argv, log, env=env, cwd=REPO)))
 
     def check(self) -> str | None:
         for name, p in self.procs:
@@ -59,14 +57,8 @@ class Processes:
 
     def stop_all(self) -> None:
         for name, p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    print(f"demo: {name} did not stop in 15 s; killing it")
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+            if not terminate(p, timeout=15):
+                print(f"demo: {name} did not stop in 15 s; it was killed")
 
 
 def _count_readings(api: str, token: str) -> int:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import httpx
 from devharness.accounts import make_accounts, write_account_files
 from devharness.broker import GatewayAccount, Mosquitto, ServiceAccount
 from devharness.ports import free_port, wait_for_port
+from devharness.processes import kill_group, spawn, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,11 +75,8 @@ class FleetStack:
         return self
 
     def start_server(self) -> None:
-        log = open(self.workdir / "fleet_server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fleet_server", "run"],
-                                     env=self.env(), cwd=REPO, stdout=log, stderr=log,
-                                     start_new_session=True)
-        log.close()
+        self.proc = spawn([sys.executable, "-m", "fleet_server", "run"],
+                          self.workdir / "fleet_server.log", env=self.env(), cwd=REPO)
         wait_for_port(self.api_port, timeout=30)
         r = httpx.post(f"{self.api}/api/v1/auth/token",
                        json={"username": "admin", "password": self.admin_password})
@@ -89,18 +85,12 @@ class FleetStack:
 
     def kill_server(self) -> None:
         """SIGKILL: no clean shutdown, like a crash or a power cut."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            kill_group(self.proc)
         self.proc = None
 
     def stop_server(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill_server()
+        terminate(self.proc)
         self.proc = None
 
     def teardown(self) -> None:
@@ -117,15 +107,4 @@ class FleetStack:
     def server_log(self) -> str:
         path = self.workdir / "fleet_server.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(interval)
 

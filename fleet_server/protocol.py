@@ -347,8 +347,8 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def parse_data(payload: bytes) -> Envelope | Rejection:
-    """Size, JSON and envelope checks of a `data` payload (records unchecked)."""
+def _json_object(payload: bytes) -> dict[str, Any] | Rejection:
+    """The checks every payload passes first: size, UTF-8 JSON, an object, `v`."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejection(Reason.too_large, f"payload: {len(payload)} bytes, over "
                                            f"{MAX_PAYLOAD_BYTES}")
@@ -360,6 +360,14 @@ def parse_data(payload: bytes) -> Envelope | Rejection:
     version = _check_version(doc)
     if version is not None:
         return version
+    return doc
+
+
+def parse_data(payload: bytes) -> Envelope | Rejection:
+    """Size, JSON and envelope checks of a `data` payload (records unchecked)."""
+    doc = _json_object(payload)
+    if isinstance(doc, Rejection):
+        return doc
     jid = doc.get("jid")
     if not isinstance(jid, str) or not _JID.match(jid):
         return Rejection(Reason.bad_envelope, "jid: must be 8 hex digits")
@@ -436,17 +444,9 @@ STATUS_MODELS: dict[str, type[BaseModel]] = {
 
 def parse_status(leaf: str, payload: bytes) -> tuple[BaseModel, dict[str, Any]] | Rejection:
     """(validated model, the whole JSON object) of a state/birth/health payload."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return Rejection(Reason.too_large, f"payload: {len(payload)} bytes, over "
-                                           f"{MAX_PAYLOAD_BYTES}")
-    doc = _loads(payload)
+    doc = _json_object(payload)
     if isinstance(doc, Rejection):
         return doc
-    if not isinstance(doc, dict):
-        return Rejection(Reason.bad_envelope, "message: must be a JSON object")
-    version = _check_version(doc)
-    if version is not None:
-        return version
     try:
         model = STATUS_MODELS[leaf].model_validate(doc)
     except ValidationError as e:

@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from devharness.broker import Mosquitto
 from devharness.ports import free_port, wait_for_port
+from devharness.processes import wait_until
 from fleet_server.cli import main
 from fleet_server.db import make_engine
 from fleet_server.models import Gateway, Unit, User
@@ -124,15 +124,6 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, log: Path) -> None:
         os.killpg(proc.pid, 0)
 
 
-def _wait(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.1)
 
 
 def test_run_ingests_serves_and_stops_on_sigterm(tmp_path: Path, broker: Mosquitto) -> None:
@@ -151,7 +142,7 @@ def test_run_ingests_serves_and_stops_on_sigterm(tmp_path: Path, broker: Mosquit
     try:
         wait_for_port(api_port, timeout=30)
         api = f"http://127.0.0.1:{api_port}/api/v1"
-        _wait(lambda: httpx.get(f"{api}/healthz").json()["ingest"]["connected"])
+        wait_until(lambda: httpx.get(f"{api}/healthz").json()["ingest"]["connected"])
         token = httpx.post(f"{api}/auth/token", json={"username": "admin",
                                                       "password": "boot-pass"}).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
@@ -162,7 +153,7 @@ def test_run_ingests_serves_and_stops_on_sigterm(tmp_path: Path, broker: Mosquit
         time.sleep(0.3)  # the worker's SUBACK
         pub.publish(f"ummc/v1/{unit}/{gateway}/data", golden("data_bp.json"),
                     qos=1).wait_for_publish(5)
-        rows = _wait(lambda: httpx.get(f"{api}/readings", headers=headers,
+        rows = wait_until(lambda: httpx.get(f"{api}/readings", headers=headers,
                                        params={"gateway": gateway}).json())
         pub.disconnect()
         pub.loop_stop()
@@ -181,7 +172,7 @@ def test_ingest_stops_on_sigint(tmp_path: Path, broker: Mosquitto) -> None:
                    check=True, capture_output=True)
     log = tmp_path / "ingest.log"
     proc = _start(["ingest"], env, log)
-    _wait(lambda: "subscribing" in log.read_text())
+    wait_until(lambda: "subscribing" in log.read_text())
     _stop(proc, signal.SIGINT, log)
 
 

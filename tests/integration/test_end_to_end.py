@@ -13,7 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from devharness.stack import FleetStack, wait_until
+from devharness.processes import wait_until
+from devharness.stack import FleetStack
 from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT, encode_blood_pressure
 from gateway.app import Gateway
 from gateway.clock import GatewayClock
