@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
 from devharness.stack import FleetStack
+from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
 from gateway.app import Gateway
 from gateway.clock import GatewayClock
 from gateway.indicator import Indicator
