@@ -51,7 +51,8 @@ class Uplink:
         self.connected = False
         self.stats = {"connects": 0, "reconnects": 0, "batches": 0, "records_sent": 0,
                       "acks": 0, "acks_ignored": 0, "acks_bad": 0, "resends": 0}
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # new records, an ack, the link dropped, stop
+        self._stopped = asyncio.Event()  # ends the reconnect backoff early
         self._stop = False
         self._sent_upto = 0
         self._outstanding = []  # [last_seq, sent_at_ms] of batches awaiting the ack
@@ -67,31 +68,47 @@ class Uplink:
     def stop(self):
         self._stop = True
         self._wake.set()
+        self._stopped.set()
 
     # --- connection manager --------------------------------------------------
     async def run(self):
+        """Connect, serve, reconnect, until stop(). Never ends on an error: a
+        link error or a bug in one session is counted, shown, and followed by
+        a new session after the backoff (a dead uplink task would leave the
+        gateway looking alive while nothing is delivered)."""
         delay = self.backoff_min_ms
         while not self._stop:
             try:
                 await self._session()
-                delay = self.backoff_min_ms
-            except (OSError, MQTTError) as e:
+            except (OSError, MQTTError, asyncio.TimeoutError) as e:
+                # (MicroPython's asyncio.TimeoutError is not an OSError)
+                self.stats["link_errors"] = self.stats.get("link_errors", 0) + 1
                 self.indicator.error("uplink", type(e).__name__)
+            except Exception as e:  # a bug: keep the gateway delivering anyway
+                self.stats["session_errors"] = self.stats.get("session_errors", 0) + 1
+                self.indicator.error("uplink", "unexpected %s: %s" % (type(e).__name__, e))
             if self.connected:
+                # It was up: the next attempt starts from the shortest backoff.
                 self.connected = False
                 self.indicator.link(False)
+                delay = self.backoff_min_ms
             if self._stop:
                 break
-            await self._sleep_ms(_jitter(delay))
+            # New readings do not cut the backoff short: they wait in the journal.
+            try:
+                await asyncio.wait_for(self._stopped.wait(), _jitter(delay) / 1000)
+            except asyncio.TimeoutError:
+                pass
             delay = min(delay * 2, self.backoff_max_ms)
         if self.client.is_connected:
+            # Clean stop: say so (no last will), then disconnect.
             try:
                 await self.client.publish(self.topic("state"),
                                           protocol.state_payload("offline", self.clock.now_ms(),
                                                                  reason="shutdown"),
                                           qos=1, retain=True)
                 await self.client.disconnect()
-            except (OSError, MQTTError):
+            except (OSError, MQTTError, asyncio.TimeoutError):
                 pass
 
     async def _sleep_ms(self, ms):

@@ -3,8 +3,9 @@ cuff sends after a measurement, with plausible values for the population the
 units screen (a share of them hypertensive), the cuff's own clock (which may
 drift), and now and then an irregular-pulse or body-movement flag.
 
-It produces bytes only; the BLE link that carries them is the adapter's job
-(bumble GATT server simulators arrive with issue 4).
+It produces bytes only: `gateway/sim/ble_cuff.py` serves them as a real BLE
+peripheral (bumble GATT server), and the demo's units call the gateway core
+with them directly.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+# CPython-only host adapters (bumble BLE, ...) for Linux gateways; not in the firmware image.
