@@ -1,142 +1,71 @@
-# Bluetooth SIG GATT health characteristics: bytes <-> plain dicts.
+# Bluetooth SIG GATT health characteristics: bytes -> plain dicts.
 #
 # decode(uuid16, data) is the one entry point the gateway calls for a
-# notification/indication or a read; encoders build the same bytes for the
-# instrument simulators and the tests. Field layouts: ../shared/specs/
-# instruments.md and the Bluetooth SIG GATT Specification Supplement.
-# This module starts with the Blood Pressure profile, Date Time and Battery
-# Level; the other profiles are added beside them (issue 3).
+# notification, an indication or a read. Each profile lives in its own module
+# exposing DECODERS = {uuid16: function}; this module only says which module
+# serves which characteristic and imports it on first use, so a board loads
+# only the profiles of the instruments it is paired with. Encoders (for the
+# instrument simulators and tests) live beside their decoders.
 from device_drivers import DecodeError
-from device_drivers.ieee11073 import (
-    date_time_bytes,
-    read_date_time,
-    read_sfloat,
-    read_u8,
-    read_u16,
-    sfloat_to_raw,
-)
+from device_drivers.blood_pressure import encode_measurement as encode_blood_pressure
 
 BLOOD_PRESSURE_MEASUREMENT = 0x2A35
 INTERMEDIATE_CUFF_PRESSURE = 0x2A36
+BLOOD_PRESSURE_FEATURE = 0x2A49
+GLUCOSE_MEASUREMENT = 0x2A18
+GLUCOSE_MEASUREMENT_CONTEXT = 0x2A34
+GLUCOSE_FEATURE = 0x2A51
+RECORD_ACCESS_CONTROL_POINT = 0x2A52
+TEMPERATURE_MEASUREMENT = 0x2A1C
+PLX_SPOT_CHECK = 0x2A5E
+PLX_CONTINUOUS = 0x2A5F
+PLX_FEATURES = 0x2A60
+WEIGHT_MEASUREMENT = 0x2A9D
+WEIGHT_SCALE_FEATURE = 0x2A9E
+CURRENT_TIME = 0x2A2B
 DATE_TIME = 0x2A08
 BATTERY_LEVEL = 0x2A19
 
-# Blood pressure flags
-_BP_KPA = 0x01
-_BP_TIMESTAMP = 0x02
-_BP_PULSE = 0x04
-_BP_USER = 0x08
-_BP_STATUS = 0x10
+# characteristic -> module of device_drivers that decodes it
+_MODULE = {
+    BLOOD_PRESSURE_MEASUREMENT: "blood_pressure",
+    INTERMEDIATE_CUFF_PRESSURE: "blood_pressure",
+    BLOOD_PRESSURE_FEATURE: "blood_pressure",
+    GLUCOSE_MEASUREMENT: "glucose",
+    GLUCOSE_MEASUREMENT_CONTEXT: "glucose",
+    GLUCOSE_FEATURE: "glucose",
+    RECORD_ACCESS_CONTROL_POINT: "glucose",
+    TEMPERATURE_MEASUREMENT: "thermometer",
+    PLX_SPOT_CHECK: "pulse_oximeter",
+    PLX_CONTINUOUS: "pulse_oximeter",
+    PLX_FEATURES: "pulse_oximeter",
+    WEIGHT_MEASUREMENT: "weight_scale",
+    WEIGHT_SCALE_FEATURE: "weight_scale",
+    CURRENT_TIME: "common_chars",
+    DATE_TIME: "common_chars",
+    BATTERY_LEVEL: "common_chars",
+}
 
-# Measurement status bits 0-5 (bits 3-4: pulse rate range)
-_BP_STATUS_FLAGS = (
-    (0x0001, "body_movement"),
-    (0x0002, "cuff_too_loose"),
-    (0x0004, "irregular_pulse"),
-    (0x0020, "improper_position"),
-)
-_BP_PULSE_RANGE = {1: "pulse_above_range", 2: "pulse_below_range", 3: "pulse_range_reserved"}
-
-
-def _bp_status_names(status):
-    names = [name for bit, name in _BP_STATUS_FLAGS if status & bit]
-    rng = (status >> 3) & 0x03
-    if rng:
-        names.append(_BP_PULSE_RANGE[rng])
-    return names
+__all__ = ["decode", "encode_blood_pressure"]
 
 
-def _decode_bp(data, intermediate):
-    flags = read_u8(data, 0, "flags")
-    unit = "kPa" if flags & _BP_KPA else "mmHg"
-    first = read_sfloat(data, 1, "systolic")
-    second = read_sfloat(data, 3, "diastolic")
-    third = read_sfloat(data, 5, "mean_arterial")
-    off = 7
-    out = {"unit": unit,  # type: dict[str, object]
-           "timestamp": None, "pulse_rate": None, "user_id": None,
-           "status": []}
-    if intermediate:
-        out["cuff_pressure"] = first
-    else:
-        out["systolic"] = first
-        out["diastolic"] = second
-        out["mean_arterial"] = third
-    if flags & _BP_TIMESTAMP:
-        out["timestamp"] = read_date_time(data, off, "timestamp")
-        off += 7
-    if flags & _BP_PULSE:
-        out["pulse_rate"] = read_sfloat(data, off, "pulse_rate")
-        off += 2
-    if flags & _BP_USER:
-        out["user_id"] = read_u8(data, off, "user_id")
-        off += 1
-    if flags & _BP_STATUS:
-        out["status"] = _bp_status_names(read_u16(data, off, "status"))
-        off += 2
-    if off != len(data):
-        raise DecodeError("%d unexpected trailing bytes" % (len(data) - off), "end", off)
-    return out
-
-
-def _decode_date_time(data):
-    if len(data) != 7:
-        raise DecodeError("Date Time must be 7 bytes, got %d" % len(data), "timestamp", 0)
-    return {"timestamp": read_date_time(data, 0, "timestamp")}
-
-
-def _decode_battery(data):
-    if len(data) != 1:
-        raise DecodeError("Battery Level must be 1 byte, got %d" % len(data), "level", 0)
-    if data[0] > 100:
-        raise DecodeError("battery level %d%% over 100" % data[0], "level", 0)
-    return {"level": data[0]}
+def _decoder(uuid16):
+    name = _MODULE.get(uuid16)
+    decoder = None
+    if name is not None:
+        try:
+            pkg = __import__("device_drivers." + name)
+        except ImportError:
+            pkg = None
+        module = getattr(pkg, name, None) if pkg is not None else None
+        decoder = getattr(module, "DECODERS", {}).get(uuid16)
+    if decoder is None:
+        raise DecodeError("unsupported characteristic 0x%04X" % uuid16, "uuid", 0)
+    return decoder
 
 
 def decode(uuid16, data):
     """Decode one characteristic value; raises DecodeError on malformed bytes."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("expected bytes, got %s" % type(data).__name__, "data", 0)
-    data = bytes(data)
-    if uuid16 == BLOOD_PRESSURE_MEASUREMENT:
-        return _decode_bp(data, False)
-    if uuid16 == INTERMEDIATE_CUFF_PRESSURE:
-        return _decode_bp(data, True)
-    if uuid16 == DATE_TIME:
-        return _decode_date_time(data)
-    if uuid16 == BATTERY_LEVEL:
-        return _decode_battery(data)
-    raise DecodeError("unsupported characteristic 0x%04X" % uuid16, "uuid", 0)
-
-
-def encode_blood_pressure(systolic, diastolic, mean_arterial=None, unit="mmHg",
-                          timestamp=None, pulse_rate=None, user_id=None, status=0,
-                          exponent=0):
-    """0x2A35 bytes, as a cuff sends them (used by simulators and tests).
-
-    `status` is the raw 16-bit measurement status (None leaves the field out).
-    """
-    flags = 0
-    if unit == "kPa":
-        flags |= _BP_KPA
-    tail = b""
-    if timestamp is not None:
-        flags |= _BP_TIMESTAMP
-        tail += date_time_bytes(timestamp)
-    if pulse_rate is not None:
-        flags |= _BP_PULSE
-        tail += _sfloat_bytes(pulse_rate, 0)
-    if user_id is not None:
-        flags |= _BP_USER
-        tail += bytes((user_id,))
-    if status is not None:
-        flags |= _BP_STATUS
-        tail += bytes((status & 0xFF, status >> 8))
-    head = bytes((flags,)) + _sfloat_bytes(systolic, exponent) + \
-        _sfloat_bytes(diastolic, exponent) + _sfloat_bytes(mean_arterial, exponent)
-    return head + tail
-
-
-def _sfloat_bytes(value, exponent):
-    raw = sfloat_to_raw(value, exponent)
-    return bytes((raw & 0xFF, raw >> 8))
+    return _decoder(uuid16)(bytes(data))
