@@ -10,10 +10,6 @@ from device_drivers import DecodeError, gatt, reading
 from gateway import protocol
 from gateway.journal import KIND_READING, JournalFull
 
-_NORMALIZERS = {
-    gatt.BLOOD_PRESSURE_MEASUREMENT: reading.from_blood_pressure,
-}
-
 
 class Gateway:
     def __init__(self, journal, uplink, clock, indicator):
@@ -32,18 +28,19 @@ class Gateway:
         """One characteristic value from an instrument. Returns the journal
         sequence number of the reading, or None when nothing was journaled."""
         rtime = self.clock.now_ms()
-        normalize = _NORMALIZERS.get(uuid16)
-        if normalize is None:
+        if uuid16 not in reading.MEASUREMENTS:
             self._count(inst.get("addr"), "unsupported_characteristic")
             self.indicator.error(inst.get("addr"), "unsupported characteristic 0x%04X" % uuid16)
             return None
         try:
-            r = normalize(gatt.decode(uuid16, data))
+            r = reading.normalize(uuid16, gatt.decode(uuid16, data))
         except DecodeError as e:
             self._count(inst.get("addr"), "decode_error")
             self.indicator.error(inst.get("addr"), str(e))
             return None
         flags = None if self.clock.synced else ["gateway_clock_unsynced"]
+        if iseq is None:
+            iseq = r.get("iseq")
         payload = protocol.reading_payload(r, inst, rtime, iseq=iseq, flags=flags)
         try:
             seq = self.journal.append(payload, KIND_READING)
