@@ -6,7 +6,7 @@
 # journal, and the uplink is woken. Decoding errors are counted per
 # instrument and shown on the indicator; they never stop the loop, and the
 # readings beside them go on. Adapters (radio, UART, MQTT) are passed in.
-from device_drivers import DecodeError, gatt, reading
+from device_drivers import DecodeError, gatt, quirks, reading
 from gateway import protocol
 from gateway.journal import KIND_READING, JournalFull
 
@@ -24,17 +24,24 @@ class Gateway:
         key = (addr, reason)
         self.errors[key] = self.errors.get(key, 0) + 1
 
-    def on_value(self, inst, uuid16, data, iseq=None):
+    def on_value(self, inst, uuid16, data, iseq=None, extra_quirks=None):
         """One characteristic value from an instrument. Returns the journal
-        sequence number of the reading, or None when nothing was journaled."""
+        sequence number of the reading, or None when nothing was journaled.
+
+        The instrument's known deviations from the spec (device_drivers.quirks,
+        by its Device Information, plus `extra_quirks` from its pairing
+        configuration) are corrected around decoding and flagged."""
         rtime = self.clock.now_ms()
         if uuid16 not in reading.MEASUREMENTS:
             self._count(inst.get("addr"), "unsupported_characteristic")
             self.indicator.error(inst.get("addr"), "unsupported characteristic 0x%04X" % uuid16)
             return None
         try:
-            r = reading.normalize(uuid16, gatt.decode(uuid16, data))
-        except DecodeError as e:
+            q = quirks.quirks_for(inst.get("mfr"), inst.get("model"), extra_quirks)
+            decoded = gatt.decode(uuid16, quirks.fix_bytes(uuid16, data, q))
+            r = reading.normalize(uuid16, quirks.fix_values(uuid16, decoded, q))
+            r["flags"] += quirks.flags_of(uuid16, q)
+        except (DecodeError, ValueError) as e:
             self._count(inst.get("addr"), "decode_error")
             self.indicator.error(inst.get("addr"), str(e))
             return None
