@@ -24,7 +24,7 @@ QUIRKS = {
 
 # (manufacturer, model) lower-cased -> quirk names. Add a model only from a
 # field report naming it, with the report's reference in a comment.
-TABLE = {}
+TABLE = {}  # type: dict[tuple[str, str], tuple[str, ...]]
 
 
 def quirks_for(manufacturer, model, extra=None, table=None):
