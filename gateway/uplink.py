@@ -4,6 +4,7 @@
 # Connection manager in the mqtt_as style: wait, connect, run until the link
 # drops, back off (exponential with jitter), repeat. While connected:
 #   - on connect: retained `state` online, subscribe `ack` and `cmd`, `birth`;
+#   - a `health` heartbeat every `heartbeat_ms` while connected (gateway/health.py);
 #   - a sender publishes `data` batches read from the journal after the last
 #     sent sequence, with at most `window` batches awaiting the server's ack;
 #     if the ack does not move for `resend_after_ms`, everything unacked is
@@ -32,7 +33,8 @@ class Uplink:
     def __init__(self, journal, client, unit, gateway, clock, indicator=None,
                  birth=None, window=4, batch_records=protocol.MAX_RECORDS_PER_BATCH,
                  batch_bytes=protocol.MAX_BATCH_BYTES, resend_after_ms=30000,
-                 backoff_min_ms=1000, backoff_max_ms=60000, clock_slew_ms=2000):
+                 backoff_min_ms=1000, backoff_max_ms=60000, clock_slew_ms=2000,
+                 heartbeat=None, heartbeat_ms=60000):
         self.journal = journal
         self.client = client
         self.unit = unit
@@ -47,6 +49,9 @@ class Uplink:
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
         self.clock_slew_ms = clock_slew_ms
+        self.heartbeat = heartbeat  # callable returning the `health` payload bytes
+        self.heartbeat_ms = heartbeat_ms
+        self._last_heartbeat_ms = None
         self.boot = 0
         self.connected = False
         self.stats = {"connects": 0, "reconnects": 0, "batches": 0, "records_sent": 0,
@@ -154,6 +159,11 @@ class Uplink:
         while not self._stop and c.is_connected:
             self._wake.clear()
             now = self.clock.now_ms()
+            if self.heartbeat is not None and (self._last_heartbeat_ms is None or
+                                               now - self._last_heartbeat_ms >= self.heartbeat_ms):
+                self._last_heartbeat_ms = now
+                await c.publish(self.topic("health"), self.heartbeat(), qos=1)
+                self.stats["heartbeats"] = self.stats.get("heartbeats", 0) + 1
             j = self.journal
             self._outstanding = [b for b in self._outstanding if b[0] > j.acked]
             if self._outstanding and now - self._last_progress_ms > self.resend_after_ms:

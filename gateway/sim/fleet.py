@@ -24,6 +24,7 @@ from pathlib import Path
 from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
 from gateway.app import Gateway
 from gateway.clock import GatewayClock
+from gateway.health import HealthSampler
 from gateway.indicator import ConsoleIndicator, Indicator
 from gateway.journal import Journal
 from gateway.mqtt import MQTTClient
@@ -46,7 +47,8 @@ class SimUnit:
 
 
 def build_unit(account: dict[str, str], host: str, port: int, state_dir: Path,
-               rng: random.Random, verbose: bool = False, resend_after_ms: int = 30000) -> SimUnit:
+               rng: random.Random, verbose: bool = False, resend_after_ms: int = 30000,
+               heartbeat_ms: int = 60000) -> SimUnit:
     unit, gw = account["unit"], account["gateway"]
     journal = Journal(str(state_dir / gw))
     clock = GatewayClock(synced=True)  # the host's clock is NTP-disciplined
@@ -66,7 +68,9 @@ def build_unit(account: dict[str, str], host: str, port: int, state_dir: Path,
                               "jid": journal.jid}, clock.now_ms())
 
     uplink = Uplink(journal, client, unit, gw, clock, indicator, birth=birth,
-                    resend_after_ms=resend_after_ms)
+                    resend_after_ms=resend_after_ms, heartbeat_ms=heartbeat_ms)
+    sampler = HealthSampler(journal, uplink, clock, link_probe=lambda: ("wifi", -60 - n % 30))
+    uplink.heartbeat = sampler.payload
     core = Gateway(journal, uplink, clock, indicator)
     return SimUnit(unit, gw, cuff, core, uplink, indicator)
 

@@ -222,3 +222,34 @@ def test_broker_restart_loses_nothing_and_duplicates_nothing(stack: FleetStack,
     assert [e for e in indicator.events if e[0] == "buffered"], "nurse never saw 'buffered'"
     rows = stack.get("/readings", gateway=gw)
     assert sorted(r["seq"] for r in rows) == list(range(1, 16))
+
+
+def test_state_birth_and_heartbeat_reach_the_fleet(stack: FleetStack, tmp_path: Path) -> None:
+    """The fleet sees the gateway online with its last heartbeat, and offline
+    after a clean stop."""
+    from gateway.health import HealthSampler
+
+    acc = stack.gateways[1]
+
+    async def scenario() -> None:
+        core, uplink, _ = make_gateway(stack, 1, tmp_path / "journal")
+        sampler = HealthSampler(core.journal, uplink, core.clock, boot_count=7,
+                                link_probe=lambda: ("cellular", -95))
+        uplink.heartbeat, uplink.heartbeat_ms = sampler.payload, 500
+        task = asyncio.create_task(uplink.run())
+
+        def seen() -> bool:
+            gws = {g["gateway"]: g for g in stack.get("/gateways")}
+            g = gws[acc.gateway]
+            return g["state"] == "online" and (g["health"] or {}).get("boots") == 7
+
+        await wait_async(lambda: uplink.stats.get("heartbeats", 0) >= 2)
+        await asyncio.to_thread(wait_until, seen, 20)
+        uplink.stop()
+        await task
+
+    asyncio.run(scenario())
+    g = wait_until(lambda: [x for x in stack.get("/gateways")
+                            if x["gateway"] == acc.gateway and x["state"] == "offline"], 20)[0]
+    assert g["state_reason"] == "shutdown"
+    assert g["health"]["link"] == "cellular" and g["health"]["journal_depth"] == 0

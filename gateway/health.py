@@ -1,0 +1,78 @@
+# Health heartbeat: what the gateway tells the fleet about itself every
+# `interval` seconds (docs/protocol.md, `health`). The sampler is given the
+# parts it reads (journal, uplink stats, clock) and optional probes for what
+# only a board knows (supply voltage, link type and signal); it never touches
+# hardware itself. Heap figures come from `gc` where the runtime has them
+# (MicroPython), and the low-water mark is tracked across samples.
+import gc
+import json
+import os
+
+from gateway import protocol
+
+
+def _heap_free():
+    fn = getattr(gc, "mem_free", None)
+    return fn() if fn is not None else None
+
+
+def _flash_free(path):
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st[0] * st[3]  # f_bsize * f_bavail
+
+
+class HealthSampler:
+    def __init__(self, journal, uplink, clock, boot_count=1, resets_unexpected=0,
+                 link_probe=None, supply_probe=None):
+        self.journal = journal
+        self.uplink = uplink
+        self.clock = clock
+        self.boot_count = boot_count
+        self.resets_unexpected = resets_unexpected
+        self.link_probe = link_probe  # () -> (link type, signal dBm or None)
+        self.supply_probe = supply_probe  # () -> millivolts or None
+        self.started_ms = clock.now_ms()
+        self.heap_min = None
+        self.last_error = None
+        self.instruments = {}  # addr -> {"last_seen": ms, "battery": %}
+
+    def instrument_seen(self, addr, battery=None):
+        entry = self.instruments.setdefault(addr, {})
+        entry["last_seen"] = self.clock.now_ms()
+        if battery is not None:
+            entry["battery"] = battery
+
+    def sample(self):
+        """The heartbeat as a dict (every field but v and ts may be None)."""
+        now = self.clock.now_ms()
+        gc.collect()
+        free = _heap_free()
+        if free is not None and (self.heap_min is None or free < self.heap_min):
+            self.heap_min = free
+        link, rssi = self.link_probe() if self.link_probe else (None, None)
+        j = self.journal
+        return {
+            "v": protocol.VERSION,
+            "ts": now,
+            "uptime": (now - self.started_ms) // 1000,
+            "boots": self.boot_count,
+            "resets_unexpected": self.resets_unexpected,
+            "heap_free": free,
+            "heap_min": self.heap_min,
+            "flash_free": _flash_free(j.root),
+            "journal_depth": j.depth,
+            "journal_bytes": j.bytes_used,
+            "journal_corrupt_records": j.recovery["corrupt_records"],
+            "link": link,
+            "rssi": rssi,
+            "reconnects": self.uplink.stats.get("reconnects", 0),
+            "supply_mv": self.supply_probe() if self.supply_probe else None,
+            "last_error": self.last_error,
+            "instruments": [dict(addr=a, **v) for a, v in self.instruments.items()],
+        }
+
+    def payload(self):
+        return json.dumps(self.sample(), separators=(",", ":")).encode()

@@ -1,0 +1,37 @@
+# mpy-portable
+# The health heartbeat a gateway sends (docs/protocol.md, `health`).
+import json
+
+from gateway.clock import GatewayClock
+from gateway.health import HealthSampler
+from gateway.journal import Journal
+from tests.portable import rmtree, tmpdir
+
+
+class _Uplink:
+    stats = {"reconnects": 3}
+
+
+def test_heartbeat_reports_journal_link_heap_and_instruments():
+    d = tmpdir("h")
+    try:
+        now = [1000000]
+        clock = GatewayClock(source=lambda: now[0], synced=True)
+        j = Journal(d)
+        j.append(b'{"a":1}')
+        s = HealthSampler(j, _Uplink(), clock, boot_count=4, resets_unexpected=1,
+                          link_probe=lambda: ("cellular", -93), supply_probe=lambda: 4950)
+        now[0] += 61000
+        s.instrument_seen("C4:7C:8D:6A:11:02", battery=80)
+        h = json.loads(s.payload())
+        assert h["v"] == 1 and h["ts"] == 1061000 and h["uptime"] == 61
+        assert h["boots"] == 4 and h["resets_unexpected"] == 1 and h["reconnects"] == 3
+        assert h["journal_depth"] == 1 and h["journal_bytes"] > 0
+        assert h["link"] == "cellular" and h["rssi"] == -93 and h["supply_mv"] == 4950
+        assert h["instruments"] == [{"addr": "C4:7C:8D:6A:11:02", "last_seen": 1061000,
+                                     "battery": 80}]
+        assert h["flash_free"] is None or h["flash_free"] > 0
+        if h["heap_free"] is not None:  # MicroPython: gc.mem_free exists
+            assert h["heap_min"] <= h["heap_free"]
+    finally:
+        rmtree(d)
