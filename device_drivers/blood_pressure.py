@@ -1,15 +1,20 @@
 # Blood Pressure profile (service 0x1810): 0x2A35 Blood Pressure Measurement
-# (indicate), 0x2A36 Intermediate Cuff Pressure (notify), and their encoder
-# (for the cuff simulators and tests). Field layout: ../shared/specs/
-# instruments.md. Pure functions; reached through device_drivers.gatt.decode.
+# (indicate), 0x2A36 Intermediate Cuff Pressure (notify), 0x2A49 Blood
+# Pressure Feature (read), and their encoders (for the cuff simulators and
+# tests). Field layout: ../shared/specs/instruments.md. Pure functions;
+# reached through device_drivers.gatt.decode.
 from device_drivers import DecodeError
 from device_drivers.ieee11073 import (
+    bit_names,
+    bits_of,
     date_time_bytes,
+    expect_length,
     read_date_time,
     read_sfloat,
     read_u8,
     read_u16,
-    sfloat_to_raw,
+    sfloat_bytes,
+    uint_bytes,
 )
 
 # Blood pressure flags
@@ -78,7 +83,24 @@ def decode_intermediate(data):
     return _decode_bp(data, True)
 
 
-DECODERS = {0x2A35: decode_measurement, 0x2A36: decode_intermediate}
+# 0x2A49 bits 0-5 (6-15 reserved)
+FEATURES = ("body_movement_detection", "cuff_fit_detection", "irregular_pulse_detection",
+            "pulse_rate_range_detection", "measurement_position_detection", "multiple_bonds")
+
+
+def decode_feature(data):
+    """0x2A49 (uint16) -> {"features": [names of the supported features]}."""
+    expect_length(data, 2, "features")
+    return {"features": bit_names(read_u16(data, 0, "features"), FEATURES)}
+
+
+def encode_feature(features):
+    """0x2A49 bytes; `features` is the raw uint16 or names from FEATURES."""
+    return uint_bytes(bits_of(features, FEATURES), 2)
+
+
+DECODERS = {0x2A35: decode_measurement, 0x2A36: decode_intermediate,
+            0x2A49: decode_feature}
 
 
 def encode_measurement(systolic, diastolic, mean_arterial=None, unit="mmHg",
@@ -97,18 +119,14 @@ def encode_measurement(systolic, diastolic, mean_arterial=None, unit="mmHg",
         tail += date_time_bytes(timestamp)
     if pulse_rate is not None:
         flags |= _BP_PULSE
-        tail += _sfloat_bytes(pulse_rate, 0)
+        tail += sfloat_bytes(pulse_rate, 0)
     if user_id is not None:
         flags |= _BP_USER
         tail += bytes((user_id,))
     if status is not None:
         flags |= _BP_STATUS
         tail += bytes((status & 0xFF, status >> 8))
-    head = bytes((flags,)) + _sfloat_bytes(systolic, exponent) + \
-        _sfloat_bytes(diastolic, exponent) + _sfloat_bytes(mean_arterial, exponent)
+    head = bytes((flags,)) + sfloat_bytes(systolic, exponent) + \
+        sfloat_bytes(diastolic, exponent) + sfloat_bytes(mean_arterial, exponent)
     return head + tail
 
-
-def _sfloat_bytes(value, exponent):
-    raw = sfloat_to_raw(value, exponent)
-    return bytes((raw & 0xFF, raw >> 8))
