@@ -17,6 +17,7 @@ GLUCOSE_MEASUREMENT_CONTEXT = 0x2A34
 GLUCOSE_FEATURE = 0x2A51
 RECORD_ACCESS_CONTROL_POINT = 0x2A52
 TEMPERATURE_MEASUREMENT = 0x2A1C
+INTERMEDIATE_TEMPERATURE = 0x2A1E
 PLX_SPOT_CHECK = 0x2A5E
 PLX_CONTINUOUS = 0x2A5F
 PLX_FEATURES = 0x2A60
@@ -36,6 +37,7 @@ _MODULE = {
     GLUCOSE_FEATURE: "glucose",
     RECORD_ACCESS_CONTROL_POINT: "glucose",
     TEMPERATURE_MEASUREMENT: "thermometer",
+    INTERMEDIATE_TEMPERATURE: "thermometer",
     PLX_SPOT_CHECK: "pulse_oximeter",
     PLX_CONTINUOUS: "pulse_oximeter",
     PLX_FEATURES: "pulse_oximeter",
@@ -51,17 +53,10 @@ __all__ = ["decode", "encode_blood_pressure"]
 
 def _decoder(uuid16):
     name = _MODULE.get(uuid16)
-    decoder = None
-    if name is not None:
-        try:
-            pkg = __import__("device_drivers." + name)
-        except ImportError:
-            pkg = None
-        module = getattr(pkg, name, None) if pkg is not None else None
-        decoder = getattr(module, "DECODERS", {}).get(uuid16)
-    if decoder is None:
+    if name is None:
         raise DecodeError("unsupported characteristic 0x%04X" % uuid16, "uuid", 0)
-    return decoder
+    module = getattr(__import__("device_drivers." + name), name)
+    return module.DECODERS[uuid16]
 
 
 def decode(uuid16, data):
