@@ -225,6 +225,40 @@ def from_weight(decoded):
     return b.done(decoded.get("timestamp"))
 
 
+# --- serial meters -------------------------------------------------------------
+
+_METER_FLAGS = ("control_solution", "hi", "lo", "parity_error")
+
+
+def from_meter_glucose(rec):
+    """A OneTouch Ultra2 dump record (device_drivers.onetouch) -> reading.
+    The meter always reports mg/dL; its HI/LO limits become flags."""
+    b = _Builder("glucose", [f for f in rec.get("flags") or () if f in _METER_FLAGS])
+    b.add("glucose", rec.get("glucose"), "mg/dL")
+    return b.done(rec.get("timestamp"))
+
+
+_ASTM_UNITS = {"mg/dl": "mg/dL", "mmol/l": "mmol/L"}
+
+
+def from_astm_result(rec):
+    """An ASTM E1394 result (device_drivers.astm.result_to_reading) -> reading.
+
+    Protocol v1 carries glucose from analysers; other analytes have no reading
+    type yet (ValueError, so the caller counts them rather than sending a
+    record the server would refuse). The patient id the analyser may send is
+    not kept: readings bind to patients through the unit's encounters."""
+    analyte = (rec.get("analyte") or "").strip().lower()
+    if analyte not in ("glucose", "glu", "gluc"):
+        raise ValueError("analyte %r has no reading type in protocol v1" % analyte)
+    ucum = _ASTM_UNITS.get((rec.get("unit") or "").strip().lower())
+    if ucum is None:
+        raise ValueError("glucose unit %r is not mg/dL or mmol/L" % rec.get("unit"))
+    b = _Builder("glucose", list(rec.get("flags") or ()))
+    b.add("glucose", rec.get("value"), ucum)
+    return b.done(rec.get("timestamp"), rec.get("sequence"))
+
+
 _BY_UUID = {
     0x2A35: from_blood_pressure,
     0x2A18: from_glucose,

@@ -102,3 +102,30 @@ def test_add_minutes_across_leap_day_and_backwards():
 def test_not_a_measurement_and_loinc_codes():
     raises(ValueError, normalize, 0x2A19, {"level": 50})
     assert LOINC["systolic"] == "8480-6" and LOINC["glucose"] == "2339-0"
+
+
+def test_onetouch_dump_record_to_reading():
+    from device_drivers.reading import from_meter_glucose
+
+    r = from_meter_glucose({"index": 1, "timestamp": (2026, 11, 28, 9, 15, 0), "glucose": 612,
+                            "unit": "mg/dL", "flags": ["hi", "control_solution"],
+                            "meal": "N", "comment": 0})
+    assert r["type"] == "glucose" and _values(r)["glucose"] == (612, "mg/dL")
+    assert "hi" in r["flags"] and "control_solution" in r["flags"]
+    assert "suspect:glucose_out_of_range" in r["flags"]
+    assert r["itime"] == (2026, 11, 28, 9, 15, 0)
+
+
+def test_astm_glucose_result_keeps_no_patient_id_and_refuses_other_analytes():
+    from device_drivers.reading import from_astm_result
+
+    rec = {"sequence": 8, "analyte": "Glucose", "value": 133, "unit": "mg/dL",
+           "flags": [], "timestamp": (2012, 2, 5, 20, 34, 0), "patient_id": "P-1234"}
+    r = from_astm_result(rec)
+    assert _values(r)["glucose"] == (133, "mg/dL") and r["iseq"] == 8
+    assert "P-1234" not in repr(r)
+    missing = from_astm_result({"analyte": "GLU", "value": None, "unit": "mmol/L",
+                                "flags": ["lo"], "timestamp": None})
+    assert missing["values"] == [] and "value_missing:glucose" in missing["flags"]
+    raises(ValueError, from_astm_result, {"analyte": "HbA1c", "value": 6.1, "unit": "%"})
+    raises(ValueError, from_astm_result, {"analyte": "glucose", "value": 5, "unit": "g/L"})
