@@ -14,7 +14,7 @@ import random
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from device_drivers import (
@@ -26,22 +26,8 @@ from device_drivers import (
     thermometer,
     weight_scale,
 )
-from device_drivers.ieee11073 import date_time_bytes, float_from_raw, sfloat_from_raw
-
-INF = float("inf")
-PROPS = settings(max_examples=300, deadline=None)
-
-timestamps = st.tuples(st.just(0) | st.integers(1582, 9999), st.integers(0, 12),
-                       st.integers(0, 31), st.integers(0, 23), st.integers(0, 59),
-                       st.integers(0, 59))
-specials = st.sampled_from([None, INF, -INF])
-
-
-def sfloats(exponent: int) -> st.SearchStrategy[object]:
-    """Values an SFLOAT with this exponent carries exactly (or a special)."""
-    numbers = st.integers(-2045, 2045).map(
-        lambda m: sfloat_from_raw(((exponent & 0x0F) << 12) | (m & 0x0FFF)))
-    return numbers | specials
+from device_drivers.ieee11073 import date_time_bytes, float_from_raw
+from tests.device_drivers.strategies import PROPS, sfloats, specials, timestamps
 
 
 def floats32(exponent: int) -> st.SearchStrategy[object]:
