@@ -259,6 +259,30 @@ def from_astm_result(rec):
     return b.done(rec.get("timestamp"), rec.get("sequence"))
 
 
+# --- urgency -------------------------------------------------------------------
+
+# Readings that must reach the fleet before any backlog: hypertensive crisis
+# (systolic above 180 or diastolic above 120 mmHg), hypoglycaemia (below
+# 70 mg/dL = 3.9 mmol/L), SpO2 below 90 %. Control-solution results never are.
+_URGENT_ABOVE = {"systolic": 180, "diastolic": 120}
+_URGENT_BELOW = {"glucose": 70, "spo2": 90}
+
+
+def is_urgent(reading):
+    """True when a normalized reading shows a value needing attention now."""
+    if "control_solution" in reading.get("flags", ()):
+        return False
+    for name, value, ucum in reading.get("values", ()):
+        if ucum == "[degF]":
+            continue
+        canonical = value * _TO_CANONICAL.get(ucum, 1)
+        if name in _URGENT_ABOVE and canonical > _URGENT_ABOVE[name]:
+            return True
+        if name in _URGENT_BELOW and canonical < _URGENT_BELOW[name]:
+            return True
+    return False
+
+
 _BY_UUID = {
     0x2A35: from_blood_pressure,
     0x2A18: from_glucose,

@@ -8,7 +8,7 @@
 # readings beside them go on. Adapters (radio, UART, MQTT) are passed in.
 from device_drivers import DecodeError, gatt, quirks, reading
 from gateway import protocol
-from gateway.journal import KIND_READING, JournalFull
+from gateway.journal import KIND_READING, URGENT, JournalFull
 
 
 class Gateway:
@@ -48,9 +48,13 @@ class Gateway:
         flags = None if self.clock.synced else ["gateway_clock_unsynced"]
         if iseq is None:
             iseq = r.get("iseq")
+        kind = KIND_READING
+        if reading.is_urgent(r):
+            kind |= URGENT
+            r["flags"].append("urgent")
         payload = protocol.reading_payload(r, inst, rtime, iseq=iseq, flags=flags)
         try:
-            seq = self.journal.append(payload, KIND_READING)
+            seq = self.journal.append(payload, kind)
         except JournalFull as e:
             self._count(inst.get("addr"), "journal_full")
             self.indicator.error("journal", str(e))

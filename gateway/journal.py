@@ -13,6 +13,9 @@
 #   cut off by rewriting the segment's good prefix; a record whose CRC fails is
 #   skipped and the scan resynchronises on the next valid header. Both are
 #   counted in `recovery` for the next heartbeat.
+# - A record whose kind carries the URGENT bit is listed in `urgent` (unacked
+#   urgent sequence numbers, rebuilt by the scan) so the uplink can send it
+#   ahead of the backlog with read_seqs().
 # - Sequence numbers never repeat: the next one is one past the highest seen in
 #   any segment or in the cursor.
 # - ack(upto) moves the cursor and deletes segments that are wholly covered.
@@ -33,6 +36,7 @@ KIND_READING = 1
 KIND_EVENT = 2
 KIND_HEALTH = 3
 KIND_NAMES = {KIND_READING: "reading", KIND_EVENT: "event", KIND_HEALTH: "health"}
+URGENT = 0x80  # or-ed into the kind: the uplink sends the record before any backlog
 
 _MAGIC = 0xA5
 _HEADER = "<BBHII"
@@ -131,6 +135,7 @@ class Journal:
         # segments: list of [first_seq, last_seq, name, size, records], oldest first
         self._segments = []
         self._depth = 0
+        self.urgent = []  # unacknowledged urgent sequence numbers, ascending
         if not _exists(root):
             os.mkdir(root)
         self.jid = self._load_jid()
@@ -186,6 +191,7 @@ class Journal:
                 continue
             self._segments.append([first, last, name, good_end, len(records)])
             self._depth += sum(1 for r in records if r[0] > self.acked)
+            self.urgent += [r[0] for r in records if r[0] > self.acked and r[1] & URGENT]
         self.next_seq = max(last, self.acked) + 1
 
     # --- state ---------------------------------------------------------------
@@ -224,6 +230,8 @@ class Journal:
         seg[4] += 1
         self.next_seq = seq + 1
         self._depth += 1
+        if kind & URGENT:
+            self.urgent.append(seq)
         return seq
 
     # --- reading -------------------------------------------------------------
@@ -248,6 +256,21 @@ class Journal:
                 total += len(payload)
         return out
 
+    def read_seqs(self, seqs):
+        """The unacknowledged records with these sequence numbers, ascending:
+        a list of (seq, kind, payload)."""
+        wanted = set(s for s in seqs if s > self.acked)
+        out = []
+        for first, last, name, _, _ in self._segments:
+            if not any(first <= s <= last for s in wanted):
+                continue
+            with open(self._path(name), "rb") as f:
+                buf = f.read()
+            for rec in scan_segment(buf)[0]:
+                if rec[0] in wanted:
+                    out.append(rec)
+        return out
+
     # --- acknowledging -------------------------------------------------------
     def ack(self, upto):
         """Free every record with seq <= upto; returns how many were freed.
@@ -261,6 +284,7 @@ class Journal:
         _atomic_write(self._path("acked"), str(upto).encode())
         self.acked = upto
         self._depth -= freed
+        self.urgent = [s for s in self.urgent if s > upto]
         keep = []
         for seg in self._segments:
             if seg[1] <= upto:

@@ -7,6 +7,7 @@
 #   - a `health` heartbeat every `heartbeat_ms` while connected (gateway/health.py);
 #   - a sender publishes `data` batches read from the journal after the last
 #     sent sequence, with at most `window` batches awaiting the server's ack;
+#     urgent readings (journal.urgent) go first, ahead of any backlog;
 #     if the ack does not move for `resend_after_ms`, everything unacked is
 #     sent again (the server's unique keys make that harmless);
 #   - a receiver applies acks: ignores another journal's, refuses one beyond
@@ -61,6 +62,7 @@ class Uplink:
         self._stop = False
         self._sent_upto = 0
         self._outstanding = []  # [last_seq, sent_at_ms] of batches awaiting the ack
+        self._urgent_sent = set()  # urgent seqs sent ahead of the backlog this session
         self._last_progress_ms = 0
 
     def topic(self, leaf):
@@ -142,6 +144,7 @@ class Uplink:
         # After a (re)connect everything not acknowledged is sent again.
         self._sent_upto = self.journal.acked
         self._outstanding = []
+        self._urgent_sent = set()
         self._last_progress_ms = self.clock.now_ms()
         receiver = asyncio.create_task(self._receive())
         try:
@@ -173,21 +176,36 @@ class Uplink:
                 self._outstanding = []
                 self._last_progress_ms = now
             if len(self._outstanding) < self.window:
+                urgent = [s for s in j.urgent
+                          if s > self._sent_upto and s not in self._urgent_sent]
+                if urgent:
+                    # Urgent readings jump the queue: sent before the backlog.
+                    records = j.read_seqs(urgent[:self.batch_records])
+                    await self._publish_batch(records, now)
+                    for r in records:
+                        self._urgent_sent.add(r[0])
+                    self.stats["urgent_sent"] = self.stats.get("urgent_sent", 0) + len(records)
+                    continue
                 records = j.read(self._sent_upto, self.batch_records, self.batch_bytes)
                 if records:
-                    msg = protocol.data_message(j.jid, j.first_unacked, now, records)
-                    last = records[-1][0]
-                    await c.publish(self.topic("data"), msg, qos=1)
-                    if not self._outstanding:
-                        self._last_progress_ms = now
-                    self._outstanding.append([last, now])
-                    self._sent_upto = last
-                    self.stats["batches"] += 1
-                    self.stats["records_sent"] += len(records)
+                    self._sent_upto = records[-1][0]
+                    records = [r for r in records if r[0] not in self._urgent_sent]
+                    if records:
+                        await self._publish_batch(records, now)
                     continue
             await self._sleep_ms(min(self.resend_after_ms, 1000))
         if not c.is_connected:
             raise ConnectionLost("link dropped")
+
+    async def _publish_batch(self, records, now):
+        j = self.journal
+        msg = protocol.data_message(j.jid, j.first_unacked, now, records)
+        await self.client.publish(self.topic("data"), msg, qos=1)
+        if not self._outstanding:
+            self._last_progress_ms = now
+        self._outstanding.append([max(r[0] for r in records), now])
+        self.stats["batches"] += 1
+        self.stats["records_sent"] += len(records)
 
     # --- receiving -----------------------------------------------------------
     async def _receive(self):

@@ -129,3 +129,24 @@ def test_astm_glucose_result_keeps_no_patient_id_and_refuses_other_analytes():
     assert missing["values"] == [] and "value_missing:glucose" in missing["flags"]
     raises(ValueError, from_astm_result, {"analyte": "HbA1c", "value": 6.1, "unit": "%"})
     raises(ValueError, from_astm_result, {"analyte": "glucose", "value": 5, "unit": "g/L"})
+
+
+def test_urgent_readings():
+    from device_drivers.reading import is_urgent
+
+    def bp(s, d, unit="mmHg"):
+        return normalize(0x2A35, {"systolic": s, "diastolic": d, "mean_arterial": None,
+                                  "unit": unit, "status": []})
+
+    assert is_urgent(bp(185, 95)) and is_urgent(bp(150, 125)) and not is_urgent(bp(180, 120))
+    assert is_urgent(bp(25.0, 13.0, "kPa"))  # 187.5 mmHg
+    glucose = {"sequence": 1, "base_time": (2026, 1, 1, 0, 0, 0), "time_offset": 0,
+               "concentration_unit": "kg/L", "type": 1, "sample_location": 1, "status": []}
+    glucose["concentration"] = 0.00065
+    assert is_urgent(normalize(0x2A18, glucose))  # 65 mg/dL
+    glucose["type"] = 10  # the same value on control solution is QC, not a patient
+    assert not is_urgent(normalize(0x2A18, glucose))
+    assert is_urgent(normalize(0x2A18, dict(glucose, type=1, concentration=0.0035,
+                                            concentration_unit="mol/L")))  # 3.5 mmol/L
+    assert is_urgent(normalize(0x2A5E, {"spo2": 88, "pulse_rate": 110}))
+    assert not is_urgent(normalize(0x2A5E, {"spo2": 95, "pulse_rate": 80}))

@@ -163,3 +163,21 @@ def test_new_journal_gets_a_new_id():
     finally:
         rmtree(d1)
         rmtree(d2)
+
+
+def test_urgent_records_are_listed_survive_reboot_and_leave_when_acked():
+    from gateway.journal import URGENT
+    d = tmpdir("j")
+    try:
+        j = Journal(d, segment_bytes=256)
+        for i in range(20):
+            j.append(_payload(i), KIND_READING | (URGENT if i in (4, 15) else 0))
+        assert j.urgent == [5, 16]
+        assert [r[0] for r in j.read_seqs([16, 5])] == [5, 16]
+        assert j.read_seqs([16])[0][1] == KIND_READING | URGENT
+        j2 = Journal(d, segment_bytes=256)
+        assert j2.urgent == [5, 16]
+        j2.ack(10)
+        assert j2.urgent == [16] and j2.read_seqs([5, 16])[0][0] == 16
+    finally:
+        rmtree(d)

@@ -253,3 +253,32 @@ def test_state_birth_and_heartbeat_reach_the_fleet(stack: FleetStack, tmp_path: 
                             if x["gateway"] == acc.gateway and x["state"] == "offline"], 20)[0]
     assert g["state_reason"] == "shutdown"
     assert g["health"]["link"] == "cellular" and g["health"]["journal_depth"] == 0
+
+
+def test_urgent_reading_jumps_the_backlog(stack: FleetStack, tmp_path: Path) -> None:
+    """After a day offline with 40 readings buffered, a hypertensive crisis
+    measured last is the first reading the fleet server stores."""
+    cuff = SimulatedCuff(addr="C4:7C:8D:6A:00:05", serial="5140200005", rng=random.Random(5))
+    gw = stack.gateways[0].gateway
+
+    async def scenario() -> int:
+        core, uplink, _ = make_gateway(stack, 0, tmp_path / "journal")
+        for _ in range(40):  # the link is not up yet: all buffered
+            core.on_value(cuff.identity, BLOOD_PRESSURE_MEASUREMENT,
+                          encode_blood_pressure(128, 84, 99, status=None))
+        crisis = core.on_value(cuff.identity, BLOOD_PRESSURE_MEASUREMENT,
+                               encode_blood_pressure(204, 126, 152, status=None))
+        assert crisis == 41 and core.journal.urgent == [41]
+        task = asyncio.create_task(uplink.run())
+        await wait_async(lambda: core.journal.depth == 0, timeout=30)
+        assert uplink.stats["urgent_sent"] == 1
+        assert uplink.stats["records_sent"] == 41  # the urgent one was not sent twice
+        uplink.stop()
+        await task
+        return crisis
+
+    crisis = asyncio.run(scenario())
+    rows = stack.get("/readings", gateway=gw)
+    assert len(rows) == 41
+    first = min(rows, key=lambda r: r["id"])
+    assert first["seq"] == crisis and "urgent" in first["flags"]
