@@ -18,7 +18,17 @@ class Gateway:
         self.clock = clock
         self.indicator = indicator
         self.errors = {}  # (instrument addr, reason) -> count
+        self.alarms = {}  # name -> True while raised (shared with the health sampler)
         self.readings = 0
+
+    def can_accept(self, nbytes=1024):
+        """Whether sessions may download more from instruments now: false when
+        the journal could not hold another reading (their own memory keeps
+        the records, and their download cursor does not advance)."""
+        ok = self.journal.has_room(nbytes)
+        if not ok:
+            self.alarms["journal_full"] = True
+        return ok
 
     def _count(self, addr, reason):
         key = (addr, reason)
@@ -56,10 +66,15 @@ class Gateway:
         try:
             seq = self.journal.append(payload, kind)
         except JournalFull as e:
+            # Never dropped silently: the nurse sees the error, the fleet sees
+            # the alarm, and instrument sessions stop downloading (can_accept)
+            # so the instruments keep their records in their own memory.
             self._count(inst.get("addr"), "journal_full")
+            self.alarms["journal_full"] = True
             self.indicator.error("journal", str(e))
             return None
         self.readings += 1
+        self.alarms["journal_full"] = False
         self.indicator.captured(seq)
         if not self.uplink.connected:
             self.indicator.buffered(seq)

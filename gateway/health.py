@@ -9,6 +9,7 @@ import json
 import os
 
 from gateway import protocol
+from gateway.journal import KIND_HEALTH, JournalFull
 
 
 def _heap_free():
@@ -24,9 +25,15 @@ def _flash_free(path):
     return st[0] * st[3]  # f_bsize * f_bavail
 
 
+# health fields journaled while offline, with their UCUM units
+_RECORDED = (("uptime", "s"), ("heap_free", "By"), ("heap_min", "By"), ("flash_free", "By"),
+             ("journal_depth", "1"), ("journal_bytes", "By"), ("reconnects", "1"),
+             ("rssi", "dB[mW]"), ("supply_mv", "mV"))
+
+
 class HealthSampler:
     def __init__(self, journal, uplink, clock, boot_count=1, resets_unexpected=0,
-                 link_probe=None, supply_probe=None):
+                 link_probe=None, supply_probe=None, alarms=None):
         self.journal = journal
         self.uplink = uplink
         self.clock = clock
@@ -37,6 +44,9 @@ class HealthSampler:
         self.started_ms = clock.now_ms()
         self.heap_min = None
         self.last_error = None
+        self.alarms = alarms if alarms is not None else {}  # name -> True while raised
+        self.journaled = 0  # health samples kept in the journal while offline
+        self.shed = 0  # ... and dropped because the journal's health share was full
         self.instruments = {}  # addr -> {"last_seen": ms, "battery": %}
 
     def instrument_seen(self, addr, battery=None):
@@ -71,8 +81,27 @@ class HealthSampler:
             "reconnects": self.uplink.stats.get("reconnects", 0),
             "supply_mv": self.supply_probe() if self.supply_probe else None,
             "last_error": self.last_error,
+            "health_shed": self.shed,
+            "alarms": sorted(k for k, v in self.alarms.items() if v),
             "instruments": [dict(addr=a, **v) for a, v in self.instruments.items()],
         }
 
     def payload(self):
         return json.dumps(self.sample(), separators=(",", ":")).encode()
+
+    def record_payload(self):
+        """A health sample as a journal record (kind `health`), kept while the
+        link is down so the fleet later sees how the gateway fared offline."""
+        s = self.sample()
+        values = [[name, s[name], unit] for name, unit in _RECORDED if s.get(name) is not None]
+        return json.dumps({"kind": "health", "rtime": s["ts"], "values": values,
+                           "flags": list(s["alarms"])}, separators=(",", ":")).encode()
+
+    def journal_sample(self):
+        """Keep a health sample in the journal (the link is down). Past the
+        health share of the journal it is shed, never a clinical reading."""
+        try:
+            self.journal.append(self.record_payload(), KIND_HEALTH)
+            self.journaled += 1
+        except JournalFull:
+            self.shed += 1

@@ -20,7 +20,8 @@
 #   any segment or in the cursor.
 # - ack(upto) moves the cursor and deletes segments that are wholly covered.
 # - Capacity is accounted in bytes of segment files; append raises JournalFull
-#   past it (the policy of what to shed lives in the caller).
+#   past it. Health samples may fill only `health_share` of it, so telemetry
+#   is shed long before clinical readings are refused.
 #
 # Runs on MicroPython (files on littlefs) and CPython (files standing in for
 # flash); only `os`, `binascii`/`zlib` and `struct` are used.
@@ -127,10 +128,11 @@ def scan_segment(buf):
 
 
 class Journal:
-    def __init__(self, root, segment_bytes=8192, capacity_bytes=2000000):
+    def __init__(self, root, segment_bytes=8192, capacity_bytes=2000000, health_share=0.5):
         self.root = root
         self.segment_bytes = segment_bytes
         self.capacity_bytes = capacity_bytes
+        self.health_limit = int(capacity_bytes * health_share)
         self.recovery = {"torn_bytes": 0, "corrupt_records": 0, "new_jid": False}
         # segments: list of [first_seq, last_seq, name, size, records], oldest first
         self._segments = []
@@ -204,6 +206,10 @@ class Journal:
     def bytes_used(self):
         return sum(s[3] for s in self._segments)
 
+    def has_room(self, nbytes):
+        """Whether a clinical record of nbytes payload would fit now."""
+        return self.bytes_used + nbytes + 12 <= self.capacity_bytes
+
     @property
     def first_unacked(self):
         return self.acked + 1
@@ -215,9 +221,9 @@ class Journal:
             payload = payload.encode()
         seq = self.next_seq
         rec = encode_record(seq, kind, payload)
-        if self.bytes_used + len(rec) > self.capacity_bytes:
-            raise JournalFull("journal full: %d of %d bytes used" %
-                              (self.bytes_used, self.capacity_bytes))
+        limit = self.health_limit if kind & 0x7F == KIND_HEALTH else self.capacity_bytes
+        if self.bytes_used + len(rec) > limit:
+            raise JournalFull("journal full: %d of %d bytes used" % (self.bytes_used, limit))
         seg = self._segments[-1] if self._segments else None
         if seg is None or seg[3] + len(rec) > self.segment_bytes:
             seg = [seq, seq, "s%010d.j" % seq, 0, 0]

@@ -51,6 +51,7 @@ class Uplink:
         self.backoff_max_ms = backoff_max_ms
         self.clock_slew_ms = clock_slew_ms
         self.heartbeat = heartbeat  # callable returning the `health` payload bytes
+        self.offline_heartbeat = None  # callable run instead while the link is down
         self.heartbeat_ms = heartbeat_ms
         self._last_heartbeat_ms = None
         self.boot = 0
@@ -101,6 +102,7 @@ class Uplink:
                 delay = self.backoff_min_ms
             if self._stop:
                 break
+            self._journal_health_if_due()
             # New readings do not cut the backoff short: they wait in the journal.
             try:
                 await asyncio.wait_for(self._stopped.wait(), _jitter(delay) / 1000)
@@ -117,6 +119,17 @@ class Uplink:
                 await self.client.disconnect()
             except (OSError, MQTTError, asyncio.TimeoutError):
                 pass
+
+    def _journal_health_if_due(self):
+        """While the link is down, a heartbeat goes to the journal instead."""
+        if self.offline_heartbeat is None:
+            return
+        now = self.clock.now_ms()
+        if self._last_heartbeat_ms is not None and now - self._last_heartbeat_ms < \
+                self.heartbeat_ms:
+            return
+        self._last_heartbeat_ms = now
+        self.offline_heartbeat()
 
     async def _sleep_ms(self, ms):
         try:

@@ -69,9 +69,11 @@ def build_unit(account: dict[str, str], host: str, port: int, state_dir: Path,
 
     uplink = Uplink(journal, client, unit, gw, clock, indicator, birth=birth,
                     resend_after_ms=resend_after_ms, heartbeat_ms=heartbeat_ms)
-    sampler = HealthSampler(journal, uplink, clock, link_probe=lambda: ("wifi", -60 - n % 30))
-    uplink.heartbeat = sampler.payload
     core = Gateway(journal, uplink, clock, indicator)
+    sampler = HealthSampler(journal, uplink, clock, link_probe=lambda: ("wifi", -60 - n % 30),
+                            alarms=core.alarms)
+    uplink.heartbeat = sampler.payload
+    uplink.offline_heartbeat = sampler.journal_sample
     return SimUnit(unit, gw, cuff, core, uplink, indicator)
 
 
