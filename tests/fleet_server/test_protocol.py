@@ -222,3 +222,12 @@ def test_status_payloads() -> None:
     health = copy.deepcopy({"v": 1, "ts": 1795935841000, "heap_free": 61000})
     assert not isinstance(protocol.parse_status("health", json.dumps(health).encode()),
                           Rejection)
+
+
+def test_golden_offline_health_record_is_accepted() -> None:
+    from fleet_server.protocol import Record, validate_record
+
+    doc = golden_json("data_health.json")
+    rec = validate_record(doc["records"][0], 0)
+    assert isinstance(rec, Record) and rec.kind == "health"
+    assert ("rssi", -93, "dB[mW]") in rec.values and rec.flags == ["journal_full"]

@@ -35,3 +35,21 @@ def test_heartbeat_reports_journal_link_heap_and_instruments():
             assert h["heap_min"] <= h["heap_free"]
     finally:
         rmtree(d)
+
+
+def test_offline_health_record_has_the_golden_shape():
+    from tests.portable import read_golden
+    golden = json.loads(read_golden("data_health.json"))["records"][0]
+    d = tmpdir("h")
+    try:
+        clock = GatewayClock(source=lambda: 1795939320000, synced=True)
+        s = HealthSampler(Journal(d), _Uplink(), clock, link_probe=lambda: ("wifi", -93),
+                          supply_probe=lambda: 4950, alarms={"journal_full": True})
+        rec = json.loads(s.record_payload())
+        assert sorted(rec) == sorted(k for k in golden if k != "seq")
+        assert rec["kind"] == "health" and rec["flags"] == ["journal_full"]
+        units = {v[0]: v[2] for v in golden["values"]}
+        for name, value, unit in rec["values"]:
+            assert units[name] == unit and isinstance(value, int)
+    finally:
+        rmtree(d)
