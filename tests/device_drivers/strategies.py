@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import settings
 from hypothesis import strategies as st
 
@@ -22,3 +24,20 @@ def sfloats(exponent: int) -> st.SearchStrategy[object]:
     numbers = st.integers(-2045, 2045).map(
         lambda m: sfloat_from_raw(((exponent & 0x0F) << 12) | (m & 0x0FFF)))
     return numbers | specials
+
+
+def mutate(rng: random.Random, seed: bytes) -> bytes:
+    """A valid packet with 1-3 random edits: a byte changed, a flag bit
+    flipped, a cut, or bytes appended (for fuzzing past the first checks)."""
+    buf = bytearray(seed)
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(4)
+        if op == 0 and buf:
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        elif op == 1 and buf:
+            buf[0] ^= 1 << rng.randrange(8)
+        elif op == 2:
+            del buf[rng.randrange(len(buf) + 1):]
+        else:
+            buf += rng.randbytes(rng.randint(1, 4))
+    return bytes(buf)

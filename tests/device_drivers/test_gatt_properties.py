@@ -27,7 +27,7 @@ from device_drivers import (
     weight_scale,
 )
 from device_drivers.ieee11073 import date_time_bytes, float_from_raw
-from tests.device_drivers.strategies import PROPS, sfloats, specials, timestamps
+from tests.device_drivers.strategies import PROPS, mutate, sfloats, specials, timestamps
 
 
 def floats32(exponent: int) -> st.SearchStrategy[object]:
@@ -250,21 +250,6 @@ SEEDS = {
 }
 
 
-def _mutate(rng: random.Random, seed: bytes) -> bytes:
-    buf = bytearray(seed)
-    for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(4)
-        if op == 0 and buf:  # change one byte
-            buf[rng.randrange(len(buf))] = rng.randrange(256)
-        elif op == 1 and buf:  # flip one flag bit
-            buf[0] ^= 1 << rng.randrange(8)
-        elif op == 2:  # cut
-            del buf[rng.randrange(len(buf) + 1):]
-        else:  # append
-            buf += rng.randbytes(rng.randint(1, 4))
-    return bytes(buf)
-
-
 def _check_error(e: DecodeError, data: bytes) -> None:
     assert e.field is not None, "DecodeError without a field: %s" % e
     assert isinstance(e.offset, int) and 0 <= e.offset <= len(data), (e.offset, data.hex())
@@ -282,7 +267,7 @@ def test_fuzz_only_decode_error(uuid: int) -> None:
         if i < FUZZ_CASES:
             data = rng.randbytes(rng.randint(0, 40))
         else:
-            data = _mutate(rng, seeds[i % len(seeds)])
+            data = mutate(rng, seeds[i % len(seeds)])
         try:
             result = decode(uuid, data)
         except DecodeError as e:

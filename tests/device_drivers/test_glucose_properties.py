@@ -39,7 +39,7 @@ from device_drivers.glucose_download import (
     GlucoseDownload,
     Record,
 )
-from tests.device_drivers.strategies import PROPS, sfloats, timestamps
+from tests.device_drivers.strategies import PROPS, mutate, sfloats, timestamps
 
 
 def any_sfloat() -> st.SearchStrategy[object]:
@@ -145,21 +145,6 @@ SEEDS = {
 }
 
 
-def _mutate(rng: random.Random, seed: bytes) -> bytes:
-    buf = bytearray(seed)
-    for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(4)
-        if op == 0 and buf:  # change one byte
-            buf[rng.randrange(len(buf))] = rng.randrange(256)
-        elif op == 1 and buf:  # flip one flag bit
-            buf[0] ^= 1 << rng.randrange(8)
-        elif op == 2:  # cut
-            del buf[rng.randrange(len(buf) + 1):]
-        else:  # append
-            buf += rng.randbytes(rng.randint(1, 4))
-    return bytes(buf)
-
-
 def _random_case(rng: random.Random, uuid: int) -> bytes:
     data = bytearray(rng.randbytes(rng.randint(0, 24)))
     if uuid == 0x2A18 and len(data) >= 10 and rng.random() < 0.5:
@@ -178,7 +163,7 @@ def test_fuzz_decoders_raise_only_decode_error(uuid: int) -> None:
     deadline = time.monotonic() + FUZZ_DEADLINE_S
     decoded = failed = 0
     for i in range(2 * FUZZ_CASES):  # half random, half mutated valid values
-        data = _random_case(rng, uuid) if i & 1 else _mutate(rng, seeds[i % len(seeds)])
+        data = _random_case(rng, uuid) if i & 1 else mutate(rng, seeds[i % len(seeds)])
         try:
             result = decode(uuid, data)
         except DecodeError as e:
@@ -244,7 +229,7 @@ def _random_input(rng: random.Random, meter: list[int]) -> tuple[int, bytes]:
         return 0x2A52, encode_racp_count(rng.randrange(5))
     uuid = rng.choice((0x2A18, 0x2A34, 0x2A52))
     seq = meter[0] % 0x10000
-    return uuid, _mutate(rng, _meas(seq) if uuid == 0x2A18 else _ctx(seq)
+    return uuid, mutate(rng, _meas(seq) if uuid == 0x2A18 else _ctx(seq)
                          if uuid == 0x2A34 else encode_racp_response(1, 1))
 
 
