@@ -89,22 +89,24 @@ def encode_record(seq, kind, payload):
 
 
 def _parse_at(buf, off):
-    """(seq, kind, payload, end) of a valid record at off, or None."""
+    """(seq, kind, payload start, end) of a valid record at off, or None.
+    `buf` is a memoryview: the CRC is computed without copying the payload."""
     if off + _HEADER_LEN > len(buf) or buf[off] != _MAGIC:
         return None
     _, kind, length, seq, crc = struct.unpack_from(_HEADER, buf, off)
     end = off + _HEADER_LEN + length
     if end > len(buf):
         return None
-    payload = bytes(buf[off + _HEADER_LEN:end])
-    if _crc(kind, length, seq, payload) != crc:
+    if _crc(kind, length, seq, buf[off + _HEADER_LEN:end]) != crc:
         return None
-    return seq, kind, payload, end
+    return seq, kind, off + _HEADER_LEN, end
 
 
 def scan_segment(buf):
-    """Valid records of a segment image, the end of the last one, and how many
-    corrupted stretches were skipped: (records, good_end, corrupt)."""
+    """Valid records of a segment image (a memoryview) as (seq, kind, payload
+    start, payload end), the end of the last one, and how many corrupted
+    stretches were skipped: (records, good_end, corrupt). Payloads are not
+    copied, so a boot scan of a full journal fits a small heap."""
     records = []
     off = 0
     good_end = 0
@@ -113,7 +115,7 @@ def scan_segment(buf):
     while off < n:
         rec = _parse_at(buf, off)
         if rec is not None:
-            records.append((rec[0], rec[1], rec[2]))
+            records.append(rec)
             off = good_end = rec[3]
             continue
         # Not a valid record here: find the next offset where one parses.
@@ -138,6 +140,7 @@ class Journal:
         self._segments = []
         self._depth = 0
         self.urgent = []  # unacknowledged urgent sequence numbers, ascending
+        self._buf = bytearray(segment_bytes)  # reused for every segment read
         if not _exists(root):
             os.mkdir(root)
         self.jid = self._load_jid()
@@ -147,6 +150,17 @@ class Journal:
     # --- opening -------------------------------------------------------------
     def _path(self, name):
         return self.root + "/" + name
+
+    def _load(self, name):
+        """A segment's bytes as a memoryview of the reused buffer (valid until
+        the next _load): no new 8 KB block per read on a fragmented heap."""
+        path = self._path(name)
+        size = os.stat(path)[6]
+        if size > len(self._buf):  # a record larger than a segment
+            self._buf = bytearray(size)
+        with open(path, "rb") as f:
+            n = f.readinto(self._buf) if size else 0
+        return memoryview(self._buf)[:n or 0]
 
     def _load_jid(self):
         path = self._path("meta")
@@ -175,13 +189,12 @@ class Journal:
         last = self.acked
         for name in names:
             path = self._path(name)
-            with open(path, "rb") as f:
-                buf = f.read()
+            buf = self._load(name)
             records, good_end, corrupt = scan_segment(buf)
             self.recovery["corrupt_records"] += corrupt
             if good_end < len(buf):
                 self.recovery["torn_bytes"] += len(buf) - good_end
-                _atomic_write(path, buf[:good_end])
+                _atomic_write(path, bytes(buf[:good_end]))
             # Records at or below the highest seq already seen are stale copies.
             records = [r for r in records if r[0] > last]
             if not records:
@@ -251,15 +264,14 @@ class Journal:
         for _first, last, name, _, _ in self._segments:
             if last <= after:
                 continue
-            with open(self._path(name), "rb") as f:
-                buf = f.read()
-            for seq, kind, payload in scan_segment(buf)[0]:
+            buf = self._load(name)
+            for seq, kind, start, end in scan_segment(buf)[0]:
                 if seq <= after:
                     continue
-                if out and (len(out) >= limit or total + len(payload) > max_bytes):
+                if out and (len(out) >= limit or total + end - start > max_bytes):
                     return out
-                out.append((seq, kind, payload))
-                total += len(payload)
+                out.append((seq, kind, bytes(buf[start:end])))
+                total += end - start
         return out
 
     def read_seqs(self, seqs):
@@ -270,11 +282,10 @@ class Journal:
         for first, last, name, _, _ in self._segments:
             if not any(first <= s <= last for s in wanted):
                 continue
-            with open(self._path(name), "rb") as f:
-                buf = f.read()
-            for rec in scan_segment(buf)[0]:
-                if rec[0] in wanted:
-                    out.append(rec)
+            buf = self._load(name)
+            for seq, kind, start, end in scan_segment(buf)[0]:
+                if seq in wanted:
+                    out.append((seq, kind, bytes(buf[start:end])))
         return out
 
     # --- acknowledging -------------------------------------------------------
@@ -309,8 +320,7 @@ class Journal:
             if first > lo and last <= hi:
                 n += count
                 continue
-            with open(self._path(name), "rb") as f:
-                for seq, _, _ in scan_segment(f.read())[0]:
-                    if lo < seq <= hi:
-                        n += 1
+            for rec in scan_segment(self._load(name))[0]:
+                if lo < rec[0] <= hi:
+                    n += 1
         return n
