@@ -20,3 +20,17 @@ class DecodeError(ValueError):
         super().__init__(message)
         self.field = field
         self.offset = offset
+
+
+class _Sentinel:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+# What a sans-I/O reader returns when it needs more bytes before it can say
+# anything (h11 style): a named object, never a bare None. Shared by every
+# framer and state machine (and the gateway's MQTT codec).
+NEED_DATA = _Sentinel("NEED_DATA")

@@ -53,7 +53,7 @@
 # from source in a 100 KB heap, annotations and docstrings cost memory.
 from collections import namedtuple
 
-from device_drivers import DecodeError
+from device_drivers import NEED_DATA, DecodeError
 
 TYPE_CHECKING = False  # mypy takes it as True: imports for the type comments only
 if TYPE_CHECKING:
@@ -92,15 +92,6 @@ STOP_TIME_SET_RAW_AUX = 0xC5
 STOP_TIME_RAW_AUX = 0xC6
 
 
-class _Sentinel:
-    def __init__(self, name):  # type: (str) -> None
-        self.name = name
-
-    def __repr__(self):  # type: () -> str
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")
 
 # channels_uv: tuple of 8 floats (microvolts); counts: tuple of 8 ints
 Sample = namedtuple("Sample", ("sample_number", "channels_uv", "aux", "stop_byte", "counts"))

@@ -76,7 +76,7 @@
 # Portable: the same source runs on MicroPython and CPython.
 from collections import namedtuple
 
-from device_drivers import DecodeError
+from device_drivers import NEED_DATA, DecodeError
 from device_drivers.glucose import (
     RACP_ABORT,
     RACP_COUNT_RESPONSE,
@@ -134,15 +134,6 @@ class RemoteProtocolError(DownloadError):
         self.cause = cause
 
 
-class _Sentinel:
-    def __init__(self, name):  # type: (str) -> None
-        self.name = name
-
-    def __repr__(self):  # type: () -> str
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")
 
 # Events
 Record = namedtuple("Record", ("sequence", "measurement", "context", "qc", "context_missing"))

@@ -24,20 +24,11 @@
 # 20-600 mg/dL: a stored value outside it is flagged "lo"/"hi", never clamped.
 # (Comments instead of docstrings: they cost heap when the module is compiled
 # from source on the MicroPython port.)
-from device_drivers import DecodeError
+from device_drivers import NEED_DATA, DecodeError
 
 BAUDRATE = 9600
 
 
-class _Sentinel:
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")
 
 _DC1 = 0x11
 _CR = 0x0D

@@ -6,7 +6,7 @@
 # journal, and the uplink is woken. Decoding errors are counted per
 # instrument and shown on the indicator; they never stop the loop, and the
 # readings beside them go on. Adapters (radio, UART, MQTT) are passed in.
-from device_drivers import DecodeError, gatt, quirks, reading
+from device_drivers import gatt, quirks, reading
 from gateway import protocol
 from gateway.journal import KIND_READING, URGENT, JournalFull
 
@@ -51,7 +51,7 @@ class Gateway:
             decoded = gatt.decode(uuid16, quirks.fix_bytes(uuid16, data, q))
             r = reading.normalize(uuid16, quirks.fix_values(uuid16, decoded, q))
             r["flags"] += quirks.flags_of(uuid16, q)
-        except (DecodeError, ValueError) as e:
+        except ValueError as e:  # a DecodeError, or a bad quirk in the pairing config
             self._count(inst.get("addr"), "decode_error")
             self.indicator.error(inst.get("addr"), str(e))
             return None

@@ -78,7 +78,7 @@ class HealthSampler:
             "journal_corrupt_records": j.recovery["corrupt_records"],
             "link": link,
             "rssi": rssi,
-            "reconnects": self.uplink.stats.get("reconnects", 0),
+            "reconnects": self.uplink.stats["reconnects"],
             "supply_mv": self.supply_probe() if self.supply_probe else None,
             "last_error": self.last_error,
             "health_shed": self.shed,

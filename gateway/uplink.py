@@ -57,7 +57,9 @@ class Uplink:
         self.boot = 0
         self.connected = False
         self.stats = {"connects": 0, "reconnects": 0, "batches": 0, "records_sent": 0,
-                      "acks": 0, "acks_ignored": 0, "acks_bad": 0, "resends": 0}
+                      "acks": 0, "acks_ignored": 0, "acks_bad": 0, "resends": 0,
+                      "urgent_sent": 0, "heartbeats": 0, "link_errors": 0,
+                      "session_errors": 0}
         self._wake = asyncio.Event()  # new records, an ack, the link dropped, stop
         self._stopped = asyncio.Event()  # ends the reconnect backoff early
         self._stop = False
@@ -90,10 +92,10 @@ class Uplink:
                 await self._session()
             except (OSError, MQTTError, asyncio.TimeoutError) as e:
                 # (MicroPython's asyncio.TimeoutError is not an OSError)
-                self.stats["link_errors"] = self.stats.get("link_errors", 0) + 1
+                self.stats["link_errors"] += 1
                 self.indicator.error("uplink", type(e).__name__)
             except Exception as e:  # a bug: keep the gateway delivering anyway
-                self.stats["session_errors"] = self.stats.get("session_errors", 0) + 1
+                self.stats["session_errors"] += 1
                 self.indicator.error("uplink", "unexpected %s: %s" % (type(e).__name__, e))
             if self.connected:
                 # It was up: the next attempt starts from the shortest backoff.
@@ -179,7 +181,7 @@ class Uplink:
                                                now - self._last_heartbeat_ms >= self.heartbeat_ms):
                 self._last_heartbeat_ms = now
                 await c.publish(self.topic("health"), self.heartbeat(), qos=1)
-                self.stats["heartbeats"] = self.stats.get("heartbeats", 0) + 1
+                self.stats["heartbeats"] += 1
             j = self.journal
             self._outstanding = [b for b in self._outstanding if b[0] > j.acked]
             if self._outstanding and now - self._last_progress_ms > self.resend_after_ms:
@@ -197,7 +199,7 @@ class Uplink:
                     await self._publish_batch(records, now)
                     for r in records:
                         self._urgent_sent.add(r[0])
-                    self.stats["urgent_sent"] = self.stats.get("urgent_sent", 0) + len(records)
+                    self.stats["urgent_sent"] += len(records)
                     continue
                 records = j.read(self._sent_upto, self.batch_records, self.batch_bytes)
                 if records:

@@ -30,6 +30,12 @@
 # nothing where this module is compiled from source on a 100 KB heap.
 from collections import namedtuple
 
+from device_drivers import NEED_DATA
+
+TYPE_CHECKING = False  # mypy takes it as True: for the type comments only
+if TYPE_CHECKING:
+    from device_drivers import _Sentinel  # noqa: F401
+
 try:
     from micropython import const
 except ImportError:
@@ -81,15 +87,6 @@ class RemoteProtocolError(MQTTError):
     pass  # the broker sent bytes that break MQTT 3.1.1: drop the connection
 
 
-class _Sentinel:
-    def __init__(self, name):  # type: (str) -> None
-        self.name = name
-
-    def __repr__(self):  # type: () -> str
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")
 
 ConnAck = namedtuple("ConnAck", ("session_present", "return_code"))
 Publish = namedtuple("Publish", ("topic", "payload", "qos", "retain", "dup", "packet_id"))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable, Iterable
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from device_drivers import DecodeError
 from device_drivers.ieee11073 import sfloat_from_raw
 
 INF = float("inf")
@@ -41,3 +45,28 @@ def mutate(rng: random.Random, seed: bytes) -> bytes:
         else:
             buf += rng.randbytes(rng.randint(1, 4))
     return bytes(buf)
+
+
+def fuzz_decode(decode: Callable[[int, bytes], object], uuid: int, cases: Iterable[bytes],
+                deadline_s: float) -> tuple[int, int]:
+    """Feed every case to decode(uuid, data): only a dict or a DecodeError
+    naming a field and an offset inside the data may come out, within the
+    deadline. Returns (decoded, rejected)."""
+    deadline = time.monotonic() + deadline_s
+    decoded = rejected = 0
+    for i, data in enumerate(cases):
+        try:
+            result = decode(uuid, data)
+        except DecodeError as e:
+            assert e.field is not None, "DecodeError without a field: %s" % e
+            assert isinstance(e.offset, int) and 0 <= e.offset <= len(data), \
+                (e.offset, data.hex())
+            rejected += 1
+        except Exception as e:  # anything else is the bug these tests are for
+            pytest.fail("0x%04X raised %r on %s" % (uuid, e, data.hex()))
+        else:
+            assert isinstance(result, dict)
+            decoded += 1
+        if i & 0xFFF == 0 and time.monotonic() > deadline:
+            pytest.fail("0x%04X: only %d cases in %.0f s" % (uuid, i, deadline_s))
+    return decoded, rejected

@@ -11,14 +11,12 @@ and an offset inside the data.
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from device_drivers import (
-    DecodeError,
     blood_pressure,
     common_chars,
     gatt,
@@ -27,7 +25,14 @@ from device_drivers import (
     weight_scale,
 )
 from device_drivers.ieee11073 import date_time_bytes, float_from_raw
-from tests.device_drivers.strategies import PROPS, mutate, sfloats, specials, timestamps
+from tests.device_drivers.strategies import (
+    PROPS,
+    fuzz_decode,
+    mutate,
+    sfloats,
+    specials,
+    timestamps,
+)
 
 
 def floats32(exponent: int) -> st.SearchStrategy[object]:
@@ -250,36 +255,14 @@ SEEDS = {
 }
 
 
-def _check_error(e: DecodeError, data: bytes) -> None:
-    assert e.field is not None, "DecodeError without a field: %s" % e
-    assert isinstance(e.offset, int) and 0 <= e.offset <= len(data), (e.offset, data.hex())
-
-
 @pytest.mark.parametrize("uuid", sorted(gatt._MODULE), ids=lambda u: "0x%04X" % u)
 def test_fuzz_only_decode_error(uuid: int) -> None:
     rng = random.Random(0x5EED ^ uuid)
-    decode = gatt.decode
     seeds = SEEDS.get(uuid, [])
     mutated = len(seeds) * 10_000
-    deadline = time.monotonic() + FUZZ_DEADLINE_S
-    decoded = 0
-    for i in range(FUZZ_CASES + mutated):
-        if i < FUZZ_CASES:
-            data = rng.randbytes(rng.randint(0, 40))
-        else:
-            data = mutate(rng, seeds[i % len(seeds)])
-        try:
-            result = decode(uuid, data)
-        except DecodeError as e:
-            _check_error(e, data)
-        except Exception as e:  # anything else is the bug this test is for
-            pytest.fail("0x%04X raised %r on %s" % (uuid, e, data.hex()))
-        else:
-            assert isinstance(result, dict)
-            decoded += 1
-        if i & 0xFFF == 0 and time.monotonic() > deadline:
-            pytest.fail("0x%04X: only %d of %d cases in %.0f s"
-                        % (uuid, i, FUZZ_CASES + mutated, FUZZ_DEADLINE_S))
+    cases = (rng.randbytes(rng.randint(0, 40)) if i < FUZZ_CASES
+             else mutate(rng, seeds[i % len(seeds)]) for i in range(FUZZ_CASES + mutated))
+    decoded, _ = fuzz_decode(gatt.decode, uuid, cases, FUZZ_DEADLINE_S)
     # the seeds are valid, so some mutations must decode
     if seeds:
         assert decoded > 0

@@ -18,7 +18,7 @@ _INST = {"addr": "C4:7C:8D:6A:11:02", "model": "UA-651BLE", "serial": "1"}
 class _LinkDown:
     # what the core asks of its uplink; here the link is down
     connected = False
-    stats = {}  # type: dict[str, int]
+    stats = {"reconnects": 0}
 
     def notify(self):
         pass

@@ -243,7 +243,7 @@ def test_state_birth_and_heartbeat_reach_the_fleet(stack: FleetStack, tmp_path: 
             g = gws[acc.gateway]
             return g["state"] == "online" and (g["health"] or {}).get("boots") == 7
 
-        await wait_async(lambda: uplink.stats.get("heartbeats", 0) >= 2)
+        await wait_async(lambda: uplink.stats["heartbeats"] >= 2)
         await asyncio.to_thread(wait_until, seen, 20)
         uplink.stop()
         await task
