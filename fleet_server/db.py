@@ -9,7 +9,7 @@ statement parameters from error messages, which end up in logs):
   with SQLITE_BUSY halfway.
 - PostgreSQL: `postgresql://` URLs are given the psycopg 3 driver.
 
-`migrate(url)` runs Alembic to head with a programmatic config whose script
+`migrate(url)` runs Alembic to the heads with a programmatic config whose script
 location is inside this package, so it works from any working directory.
 """
 
@@ -93,8 +93,10 @@ def alembic_config(url: str | URL) -> Config:
     return cfg
 
 
-def migrate(url: str | URL, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (creating the SQLite file)."""
+def migrate(url: str | URL, revision: str = "heads") -> None:
+    """Bring the database at `url` to `revision` (creating the SQLite file).
+    "heads": every branch of the history (independent features may add
+    their tables on parallel branches until a merge revision joins them)."""
     u = normalize_url(url)
     if u.get_backend_name() == "sqlite":
         path = _sqlite_file(u)

@@ -224,3 +224,9 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     user: Mapped[User] = relationship()
+
+
+# Tables of the registry (reference places, instruments, maintenance,
+# encounters) live in their own module on the same Base; imported here so that
+# `Base.metadata` always holds every table.
+from fleet_server import registry_models  # noqa: E402,F401
