@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,26 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from fleet_server import crud
+from fleet_server.models import Role
 from fleet_server.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "docs" / "golden"
 NOW = datetime(2026, 11, 29, 7, 3, 2, 512000, tzinfo=UTC)  # = golden ack server_time
 DATA_TOPIC = "ummc/v1/U001/gw-u001/data"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One row of the API's route x role table (tests/fleet_server/test_api.py):
+    the roles allowed, and for a route with path parameters or a body, a
+    concrete `url` and `body` to call it with. `status`, when set, is what an
+    allowed role must get (otherwise anything but 401/403/5xx)."""
+
+    roles: frozenset[Role]
+    url: str | None = None
+    body: Any = None
+    status: int | None = None
 
 
 def golden(name: str) -> bytes:
