@@ -13,8 +13,13 @@ from gateway.journal import KIND_HEALTH, JournalFull
 
 
 def _heap_free():
+    """Free heap after a collection, on runtimes that report it (MicroPython).
+    CPython has no such figure, and a full collection there costs ~10 ms."""
     fn = getattr(gc, "mem_free", None)
-    return fn() if fn is not None else None
+    if fn is None:
+        return None
+    gc.collect()
+    return fn()
 
 
 def _flash_free(path):
@@ -27,18 +32,20 @@ def _flash_free(path):
 
 # health fields journaled while offline, with their UCUM units
 _RECORDED = (("uptime", "s"), ("heap_free", "By"), ("heap_min", "By"), ("flash_free", "By"),
-             ("journal_depth", "1"), ("journal_bytes", "By"), ("reconnects", "1"),
+             ("journal_depth", "1"), ("journal_bytes", "By"), ("journal_oldest_age_s", "s"),
+             ("reconnects", "1"),
              ("rssi", "dB[mW]"), ("supply_mv", "mV"))
 
 
 class HealthSampler:
     def __init__(self, journal, uplink, clock, boot_count=1, resets_unexpected=0,
-                 link_probe=None, supply_probe=None, alarms=None):
+                 link_probe=None, supply_probe=None, alarms=None, bootinfo=None):
         self.journal = journal
         self.uplink = uplink
         self.clock = clock
-        self.boot_count = boot_count
-        self.resets_unexpected = resets_unexpected
+        self.bootinfo = bootinfo  # gateway.bootinfo.BootInfo, when the runtime keeps one
+        self.boot_count = bootinfo.boots if bootinfo else boot_count
+        self.resets_unexpected = bootinfo.unexpected if bootinfo else resets_unexpected
         self.link_probe = link_probe  # () -> (link type, signal dBm or None)
         self.supply_probe = supply_probe  # () -> millivolts or None
         self.started_ms = clock.now_ms()
@@ -49,16 +56,36 @@ class HealthSampler:
         self.shed = 0  # ... and dropped because the journal's health share was full
         self.instruments = {}  # addr -> {"last_seen": ms, "battery": %}
 
-    def instrument_seen(self, addr, battery=None):
+    def instrument_seen(self, addr, battery=None, drift_ms=None, **_ignored):
+        """An instrument session reached the instrument. `drift_ms` is its
+        clock minus the gateway's, measured at this sync (instrument sessions
+        call this as their `on_seen` hook; other keywords are ignored)."""
         entry = self.instruments.setdefault(addr, {})
         entry["last_seen"] = self.clock.now_ms()
         if battery is not None:
             entry["battery"] = battery
+        if drift_ms is not None:
+            entry["drift_ms"] = drift_ms
+
+    def _oldest_unacked_age_s(self, now):
+        """Age of the oldest record still waiting for the server's ack."""
+        j = self.journal
+        if not j.depth:
+            return 0
+        recs = j.read(j.acked, 1, 1 << 16)
+        if not recs:
+            return None
+        try:
+            rtime = json.loads(recs[0][2]).get("rtime")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(rtime, int):
+            return None
+        return max(0, (now - rtime) // 1000)
 
     def sample(self):
         """The heartbeat as a dict (every field but v and ts may be None)."""
         now = self.clock.now_ms()
-        gc.collect()
         free = _heap_free()
         if free is not None and (self.heap_min is None or free < self.heap_min):
             self.heap_min = free
@@ -70,11 +97,13 @@ class HealthSampler:
             "uptime": (now - self.started_ms) // 1000,
             "boots": self.boot_count,
             "resets_unexpected": self.resets_unexpected,
+            "crash_free_s": self.bootinfo.crash_free_s(now) if self.bootinfo else None,
             "heap_free": free,
             "heap_min": self.heap_min,
             "flash_free": _flash_free(j.root),
             "journal_depth": j.depth,
             "journal_bytes": j.bytes_used,
+            "journal_oldest_age_s": self._oldest_unacked_age_s(now),
             "journal_corrupt_records": j.recovery["corrupt_records"],
             "link": link,
             "rssi": rssi,

@@ -31,6 +31,8 @@ def test_heartbeat_reports_journal_link_heap_and_instruments():
         assert h["instruments"] == [{"addr": "C4:7C:8D:6A:11:02", "last_seen": 1061000,
                                      "battery": 80}]
         assert h["flash_free"] is None or h["flash_free"] > 0
+        assert h["journal_oldest_age_s"] is None  # that record has no rtime
+        assert h["crash_free_s"] is None  # no boot record given
         if h["heap_free"] is not None:  # MicroPython: gc.mem_free exists
             assert h["heap_min"] <= h["heap_free"]
     finally:
@@ -51,5 +53,29 @@ def test_offline_health_record_has_the_golden_shape():
         units = {v[0]: v[2] for v in golden["values"]}
         for name, value, unit in rec["values"]:
             assert units[name] == unit and isinstance(value, int)
+    finally:
+        rmtree(d)
+
+
+def test_heartbeat_reports_oldest_unacked_age_drift_and_crash_free_time():
+    from gateway.bootinfo import BootInfo
+    d = tmpdir("h")
+    try:
+        now = [5000000]
+        clock = GatewayClock(source=lambda: now[0], synced=True)
+        j = Journal(d + "/j")
+        boot = BootInfo(d, now_ms=now[0])
+        s = HealthSampler(j, _Uplink(), clock, bootinfo=boot)
+        assert json.loads(s.payload())["journal_oldest_age_s"] == 0  # empty journal
+        j.append(b'{"kind":"reading","rtime":5000000}')
+        j.append(b'{"kind":"reading","rtime":5600000}')
+        now[0] += 900000
+        s.instrument_seen("C4:7C:8D:6A:11:02", battery=55, drift_ms=-31536000000)
+        h = json.loads(s.payload())
+        assert h["journal_oldest_age_s"] == 900
+        assert h["crash_free_s"] == 900 and h["boots"] == 1
+        assert h["instruments"][0]["drift_ms"] == -31536000000
+        j.ack(1)
+        assert json.loads(s.payload())["journal_oldest_age_s"] == 300
     finally:
         rmtree(d)
