@@ -13,6 +13,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
   || need_apt+=(postgresql)
+# the time-series tests: VictoriaMetrics takes what influxdb-client sends to
+# /api/v2/write; InfluxDB 1.6 runs the Grafana dashboard's InfluxQL queries
+command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] \
+  || need_apt+=(victoria-metrics)
+command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || need_apt+=(influxdb)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
@@ -37,5 +42,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into $VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip
   "$VENV/bin/pip" install --quiet -e '.[dev]'
+  # MicroPython ESP32 stubs, apart from the venv's site-packages (they shadow
+  # the standard library): firmware code is type-checked against them
+  "$VENV/bin/pip" install --quiet --target "$VENV/mpy-stubs" 'micropython-esp32-stubs==1.28.0.post4'
   touch "$stamp"
 fi

@@ -170,6 +170,7 @@ class MQTTClient:
                  max_inflight=8,  # type: int
                  ack_timeout=10,  # type: float
                  inbox_size=8,  # type: int
+                 ssl=None,  # type: Any
                  ):  # type: (...) -> None
         # will: (topic, payload, qos, retain), published by the broker if the
         # connection ends without DISCONNECT.
@@ -181,10 +182,12 @@ class MQTTClient:
         self.max_inflight = max_inflight
         self.ack_timeout = ack_timeout
         self.inbox_size = inbox_size
-        wt, wp, wq, wr = will if will is not None else (None, b"", 0, False)
+        self.ssl = ssl  # an SSLContext (or True): TLS to the broker
+        self.username = username
+        self.password = password
+        self._will = will if will is not None else (None, b"", 0, False)
         # Encoded once: a mistake in the settings shows here, not at connect().
-        self._connect_packet = encode_connect(client_id, keepalive, clean_session, username,
-                                              password, wt, wp, wq, wr)
+        self._encode_connect()
         self._link = None  # type: _Link | None
         self._connecting = False
         self._why = "not connected"
@@ -193,6 +196,27 @@ class MQTTClient:
         self._requests = []  # type: list[_Pending]  # this connection's (UN)SUBSCRIBEs
         self._inbox = []  # type: list[Publish]
         self._changed = asyncio.Event()
+
+    def _encode_connect(self):  # type: () -> None
+        wt, wp, wq, wr = self._will
+        self._connect_packet = encode_connect(self.client_id, self.keepalive,
+                                              self.clean_session, self.username,
+                                              self.password, wt, wp, wq, wr)
+
+    def set_server(self, host, port, username=None, password=None):
+        # type: (str, int, str | None, bytes | str | None) -> None
+        # Where and as whom the next connect() goes (a new config); the
+        # session state (unacknowledged publishes) is kept.
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self._encode_connect()
+
+    def abort(self):  # type: () -> None
+        # Drop the connection now, without DISCONNECT (synchronous).
+        if self._link is not None:
+            self._drop(self._link, "aborted")
 
     @property
     def is_connected(self):  # type: () -> bool
@@ -218,7 +242,10 @@ class MQTTClient:
 
     async def _connect(self):  # type: () -> bool
         try:
-            sr, sw = await asyncio.open_connection(self.host, self.port)
+            if self.ssl is None:
+                sr, sw = await asyncio.open_connection(self.host, self.port)
+            else:
+                sr, sw = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         except OSError as e:
             raise ConnectionLost("cannot connect to %s:%d: %r" % (self.host, self.port, e))
         link = _Link(sr, sw)
