@@ -56,16 +56,25 @@ class HealthSampler:
         self.shed = 0  # ... and dropped because the journal's health share was full
         self.instruments = {}  # addr -> {"last_seen": ms, "battery": %}
 
-    def instrument_seen(self, addr, battery=None, drift_ms=None, **_ignored):
+    def instrument_seen(self, addr, battery=None, drift_ms=None, identity=None,
+                        clock_set=None, **_ignored):
         """An instrument session reached the instrument. `drift_ms` is its
-        clock minus the gateway's, measured at this sync (instrument sessions
-        call this as their `on_seen` hook; other keywords are ignored)."""
+        clock minus the gateway's, measured at this sync; `clock_set` whether
+        the session then set the instrument's clock; `identity` its Device
+        Information (serial, model): instrument sessions call this as their
+        `on_seen` hook."""
         entry = self.instruments.setdefault(addr, {})
         entry["last_seen"] = self.clock.now_ms()
         if battery is not None:
             entry["battery"] = battery
         if drift_ms is not None:
             entry["drift_ms"] = drift_ms
+        if clock_set is not None:
+            entry["clock_set"] = bool(clock_set)
+        if identity:
+            for key in ("serial", "model"):
+                if identity.get(key):
+                    entry[key] = identity[key]
 
     def _oldest_unacked_age_s(self, now):
         """Age of the oldest record still waiting for the server's ack."""

@@ -3,11 +3,18 @@
 Issue 4: "give the gateway a bumble-based BLE adapter beside the bleak one
 (bumble also drives a USB Bluetooth dongle directly on a Linux gateway without
 BlueZ)". The adapter connects to one known instrument by address, pairs and
-bonds (or re-encrypts with the stored bond), discovers services, reads Device
-Information and Battery Level, and subscribes to Blood Pressure Measurement
-(0x2A35) indications. Each indication is handed, as raw bytes, to a callback
-`on_value(inst, uuid16, data)` -- in the gateway that is Gateway.on_value,
-which decodes and journals; the gateway core never sees bumble.
+bonds (or re-encrypts with the stored bond), discovers the services of the
+health profiles the units use, and implements the adapter interface of the
+portable session (gateway/ble_session.py header): connect(addr, passkey,
+on_disconnect), disconnect(), has(), can_write(), read(), write(),
+subscribe(uuid16, callback, indicate). BleSession drives it; the gateway core
+never sees bumble. Its errors are gateway.ble_session.BleError subclasses
+carrying the session's error codes (not_found, pairing_failed, auth_required,
+gatt_error, link_lost, missing_characteristic, timeout, connect_failed).
+
+The older direct calls stay: read_identity(), read_battery() and
+subscribe_blood_pressure(on_value), where each 0x2A35 indication is handed as
+raw bytes to `on_value(inst, uuid16, data)` (Gateway.on_value).
 
 The bumble Device is passed in, never made here: a virtual controller in tests
 (gateway/sim/ble_cuff.virtual_device), or on a Linux gateway a dongle, e.g.
@@ -16,9 +23,11 @@ The bumble Device is passed in, never made here: a virtual controller in tests
 
 Indication semantics (bumble's GATT client): the callback runs synchronously
 inside the indication handler and the ATT confirmation goes out only after it
-returns, so a cuff sees "confirmed" only once the reading is in the journal.
-A callback that raises is logged and counted here (the confirmation still
-goes out; the link and the other readings go on). CPython only.
+returns, so an instrument sees "confirmed" only once the reading is in the
+journal. A callback that raises is logged and counted here (the confirmation
+still goes out; the link and the other readings go on). Connecting scans
+first: bumble's virtual controller never completes a cancelled LE Create
+Connection, so a blind connect to an absent address would hang. CPython only.
 """
 
 from __future__ import annotations
@@ -31,23 +40,30 @@ from typing import TypeVar
 from bumble import att, core, hci
 from bumble.core import UUID
 from bumble.device import Advertisement, Connection, Device, Peer
+from bumble.gatt import Characteristic
 from bumble.gatt_client import CharacteristicProxy
 from bumble.pairing import PairingConfig, PairingDelegate
 
 from device_drivers.gatt import BATTERY_LEVEL, BLOOD_PRESSURE_MEASUREMENT, decode
+from gateway import ble_session
+from gateway.ble_session import BleError
+
+__all__ = ["BleError", "BumbleCentral", "GattError", "MissingCharacteristic", "NotConnected",
+           "NotFound", "PairingError"]
 
 log = logging.getLogger(__name__)
 
 OnValue = Callable[[dict[str, str], int, bytes], object]
+OnCharacteristic = Callable[[int, bytes], object]
+OnDisconnect = Callable[[int], object]
 _T = TypeVar("_T")
+_KEEP = object()  # connect(): keep the passkey given to the constructor
 
 _DISCONNECT_TIMEOUT_S = 2.0
 
-_DEVICE_INFORMATION = 0x180A
-_BATTERY = 0x180F
-_BLOOD_PRESSURE = 0x1810
-_CURRENT_TIME = 0x1805
-_SERVICES = (_DEVICE_INFORMATION, _BATTERY, _BLOOD_PRESSURE, _CURRENT_TIME)
+# Device Information, Battery, Current Time, and the health profiles:
+# blood pressure, glucose, thermometer, pulse oximeter, weight scale
+_SERVICES = (0x180A, 0x180F, 0x1805, 0x1810, 0x1808, 0x1809, 0x1822, 0x181D)
 
 # identity key -> Device Information characteristic
 _IDENTITY = (("mfr", 0x2A29), ("model", 0x2A24), ("serial", 0x2A25), ("firmware", 0x2A26))
@@ -55,40 +71,71 @@ _IDENTITY = (("mfr", 0x2A29), ("model", 0x2A24), ("serial", 0x2A25), ("firmware"
 _INST_KEYS = ("addr", "model", "serial", "mfr")
 
 
-class BleError(Exception):
-    """A BLE operation on an instrument failed; `addr` names the instrument."""
+class NotFound(BleError):
+    """The instrument did not advertise within the connect timeout."""
 
-    def __init__(self, message: str, addr: str | None = None) -> None:
-        super().__init__("%s: %s" % (addr, message) if addr else message)
-        self.addr = addr
+    error_code = ble_session.E_NOT_FOUND
 
 
 class NotConnected(BleError):
-    """The call needs a connection and there is none."""
+    """The call needs a connection and there is none (or the link dropped)."""
+
+    error_code = ble_session.E_LINK
 
 
 class PairingError(BleError):
     """SMP pairing failed; `reason` is bumble's error name (e.g. CONFIRM_VALUE_FAILED)."""
+
+    error_code = ble_session.E_PAIRING
 
     def __init__(self, message: str, addr: str | None = None, reason: str = "") -> None:
         super().__init__(message, addr)
         self.reason = reason
 
 
+_AUTH_ERRORS = (att.ErrorCode.INSUFFICIENT_AUTHENTICATION, att.ErrorCode.INSUFFICIENT_ENCRYPTION)
+
+
 class GattError(BleError):
-    """The instrument answered with an ATT error; `code` is the ATT error code."""
+    """The instrument answered with an ATT error; `code` is the ATT error code
+    (error_code auth_required when it wants a bond, or a better one)."""
 
     def __init__(self, message: str, addr: str | None = None, code: int = 0) -> None:
-        super().__init__(message, addr)
+        super().__init__(message, addr,
+                         ble_session.E_AUTH if code in _AUTH_ERRORS else ble_session.E_GATT)
         self.code = code
 
 
 class MissingCharacteristic(BleError):
     """The instrument has no characteristic `uuid16`."""
 
+    error_code = ble_session.E_MISSING
+
     def __init__(self, uuid16: int, addr: str | None = None) -> None:
         super().__init__("no characteristic 0x%04X" % uuid16, addr)
         self.uuid16 = uuid16
+
+
+class _Dispatch:
+    """bumble's subscriber for one characteristic on one link: hands each value
+    to the current callback. One object per characteristic, so subscribing
+    again replaces the callback (bumble keeps subscribers in a set)."""
+
+    def __init__(self, central: BumbleCentral, uuid16: int, callback: OnCharacteristic) -> None:
+        self.central = central
+        self.uuid16 = uuid16
+        self.callback = callback
+
+    def __call__(self, value: bytes) -> None:
+        # Runs inside bumble's ATT handler; an indication is confirmed when it returns.
+        central = self.central
+        central.indications += 1
+        data = bytes(value)
+        try:
+            self.callback(self.uuid16, data)
+        except Exception:
+            central.callback_errors += 1
+            log.exception("%s: callback failed for 0x%04X", central.address, self.uuid16)
 
 
 class _PasskeyEntry(PairingDelegate):
@@ -109,8 +156,10 @@ class BumbleCentral:
     `passkey`: None pairs "Just Works"; a 6-digit number is entered when the
     instrument asks for passkey entry (MITM-protected bond). The bond lives in
     `device.keystore` (bumble's MemoryKeyStore by default, a JsonKeyStore on a
-    real gateway) and is re-used on the next connect(). The adapter installs
-    its pairing configuration on the Device (device.pairing_config_factory)."""
+    real gateway) and is re-used on the next connect(); a bond made without a
+    passkey is replaced (paired again) once a passkey is configured. The
+    adapter installs its pairing configuration on the Device
+    (device.pairing_config_factory)."""
 
     def __init__(self, device: Device, *, passkey: int | None = None,
                  connect_timeout: float = 10.0) -> None:
@@ -125,7 +174,8 @@ class BumbleCentral:
         self.indications = 0
         self.callback_errors = 0
         self.disconnect_reason: int | None = None
-        self._on_bp: OnValue | None = None
+        self._on_disconnect: OnDisconnect | None = None
+        self._dispatch: dict[int, _Dispatch] = {}
         device.pairing_config_factory = self._pairing_config
 
     # -- state --------------------------------------------------------------
@@ -155,10 +205,19 @@ class BumbleCentral:
 
     # -- connection ---------------------------------------------------------
 
-    async def connect(self, address: str) -> None:
-        """Connect, secure the link (bond or re-encrypt), discover services."""
+    async def connect(self, address: str, passkey: object = _KEEP,
+                      on_disconnect: OnDisconnect | None = None) -> None:
+        """Connect, secure the link (bond or re-encrypt), discover services.
+
+        `passkey` (None: Just Works; an int: the PIN the instrument shows)
+        replaces the constructor's; on_disconnect(reason) is called if the link
+        drops later (or is closed by disconnect())."""
         if self.connection is not None:
             raise BleError("already connected", self.address)
+        if passkey is not _KEEP:
+            if passkey is not None and not isinstance(passkey, int):
+                raise ValueError("passkey must be None or an int")
+            self.passkey = passkey
         peer_address = hci.Address(address)
         addr = peer_address.to_string(with_type_qualifier=False)
         if not self.device.powered_on:
@@ -167,14 +226,17 @@ class BumbleCentral:
         try:
             connection = await self.device.connect(peer_address, timeout=self.connect_timeout)
         except core.TimeoutError:
-            raise BleError("no connection within %.1f s" % self.connect_timeout, addr)
+            raise BleError("no connection within %.1f s" % self.connect_timeout, addr,
+                           ble_session.E_CONNECT)
         except (core.BaseBumbleError, hci.HCI_Error) as e:
-            raise BleError("connection failed: %s" % e, addr)
+            raise BleError("connection failed: %s" % e, addr, ble_session.E_CONNECT)
         self.address = str(peer_address)
         self.identity = {"addr": addr}
         self.connection = connection
         self.peer = Peer(connection)
         self.disconnect_reason = None
+        self._dispatch = {}
+        self._on_disconnect = on_disconnect
         connection.on(connection.EVENT_DISCONNECTION,
                       lambda reason: self._on_disconnection(connection, reason))
         try:
@@ -204,7 +266,7 @@ class BumbleCentral:
                 await device.start_scanning()
             await asyncio.wait_for(seen, self.connect_timeout)
         except TimeoutError:
-            raise BleError("not advertising (waited %.1f s)" % self.connect_timeout, addr)
+            raise NotFound("not advertising (waited %.1f s)" % self.connect_timeout, addr)
         finally:
             device.remove_listener(device.EVENT_ADVERTISEMENT, on_advertisement)
             if not was_scanning and device.scanning:
@@ -223,6 +285,13 @@ class BumbleCentral:
 
     async def _secure(self, connection: Connection, addr: str) -> None:
         keystore = self.device.keystore
+        if keystore is not None and self.address is not None and self.passkey is not None \
+                and await self.bond_keys_authenticated() is False:
+            # A PIN is configured now but the bond was made without one (Just
+            # Works): the instrument will not trust it. Pair again, with the PIN.
+            log.warning("%s: bond without MITM protection; pairing again with the passkey",
+                        addr)
+            await keystore.delete(self.address)
         if keystore is not None and self.address is not None \
                 and await keystore.get(self.address) is not None:
             try:
@@ -231,7 +300,8 @@ class BumbleCentral:
                 return
             except hci.HCI_Error as e:
                 if e.error_code != hci.HCI_ErrorCode.PIN_OR_KEY_MISSING_ERROR:
-                    raise BleError("encryption with the stored bond failed: %s" % e, addr)
+                    raise PairingError("encryption with the stored bond failed: %s" % e, addr,
+                                       reason=str(e.error_name))
                 # The instrument forgot the bond (reset, new batteries): pair anew.
                 log.warning("%s lost our bond; pairing again", addr)
                 await keystore.delete(self.address)
@@ -262,11 +332,19 @@ class BumbleCentral:
         log.info("%s disconnected (reason 0x%02X)", self.address, reason)
         if connection is self.connection:  # not a stale event from an old link
             self.disconnect_reason = reason
+            callback = self._on_disconnect
             self._forget()
+            if callback is not None:
+                try:
+                    callback(reason)
+                except Exception:
+                    log.exception("%s: on_disconnect failed", self.address)
 
     def _forget(self) -> None:
         self.connection = None
         self.peer = None
+        self._on_disconnect = None
+        self._dispatch = {}
 
     # -- GATT ---------------------------------------------------------------
 
@@ -281,6 +359,23 @@ class BumbleCentral:
             raise MissingCharacteristic(uuid16, self.address)
         return found[0]
 
+    def has(self, uuid16: int) -> bool:
+        """Whether the instrument has characteristic `uuid16` (False when not connected)."""
+        if self.peer is None:
+            return False
+        return bool(self.peer.get_characteristics_by_uuid(UUID.from_16_bits(uuid16)))
+
+    def can_write(self, uuid16: int) -> bool:
+        """Whether `uuid16` exists and its properties allow a write."""
+        if not self.has(uuid16):
+            return False
+        props = self._characteristic(uuid16).properties
+        return bool(props & (Characteristic.Properties.WRITE
+                             | Characteristic.Properties.WRITE_WITHOUT_RESPONSE))
+
+    async def read(self, uuid16: int) -> bytes:
+        return await self._read(uuid16)
+
     async def _read(self, uuid16: int) -> bytes:
         characteristic = self._characteristic(uuid16)
         try:
@@ -288,9 +383,44 @@ class BumbleCentral:
         except att.ATT_Error as e:
             raise GattError("read 0x%04X: %s" % (uuid16, e.error_name), self.address,
                             code=e.error_code)
-        except core.TimeoutError:
-            raise BleError("read 0x%04X timed out" % uuid16, self.address)
+        except (core.TimeoutError, TimeoutError):
+            raise BleError("read 0x%04X timed out" % uuid16, self.address, ble_session.E_TIMEOUT)
         return bytes(value)
+
+    async def write(self, uuid16: int, data: bytes, response: bool = True) -> None:
+        """Write a characteristic value (a Write Request when `response`)."""
+        characteristic = self._characteristic(uuid16)
+        try:
+            await self._on_link("write", self._peer().write_value(
+                characteristic, bytes(data), with_response=response))
+        except att.ATT_Error as e:
+            raise GattError("write 0x%04X: %s" % (uuid16, e.error_name), self.address,
+                            code=e.error_code)
+        except (core.TimeoutError, TimeoutError):
+            raise BleError("write 0x%04X timed out" % uuid16, self.address,
+                           ble_session.E_TIMEOUT)
+
+    async def subscribe(self, uuid16: int, callback: OnCharacteristic,
+                        indicate: bool = False) -> None:
+        """Enable notifications (or indications) on `uuid16`; each value calls
+        callback(uuid16, bytes) in arrival order, and an indication is
+        confirmed after it returns. Subscriptions live as long as the link;
+        subscribing again on one link replaces the callback."""
+        characteristic = self._characteristic(uuid16)
+        dispatch = self._dispatch.get(uuid16)
+        if dispatch is None:
+            dispatch = self._dispatch[uuid16] = _Dispatch(self, uuid16, callback)
+        else:
+            dispatch.callback = callback
+        try:
+            await self._on_link("subscribe", self._peer().subscribe(
+                characteristic, dispatch, prefer_notify=not indicate))
+        except att.ATT_Error as e:
+            raise GattError("subscribe 0x%04X: %s" % (uuid16, e.error_name), self.address,
+                            code=e.error_code)
+        except (core.TimeoutError, TimeoutError):
+            raise BleError("subscribe 0x%04X timed out" % uuid16, self.address,
+                           ble_session.E_TIMEOUT)
 
     async def read_identity(self) -> dict[str, str]:
         """{addr, mfr, model, serial, firmware} from Device Information, the
@@ -320,30 +450,14 @@ class BumbleCentral:
         reading carries the serial and model. Call again after a reconnect
         (subscriptions live as long as the link); calling it twice on one link
         replaces the callback, it does not deliver twice."""
-        characteristic = self._characteristic(BLOOD_PRESSURE_MEASUREMENT)
+        self._characteristic(BLOOD_PRESSURE_MEASUREMENT)
         if "serial" not in self.identity and "model" not in self.identity:
             await self.read_identity()
-        self._on_bp = callback
-        try:
-            # a bound method: bumble keeps subscribers in a set, so re-subscribing
-            # with it does not add a second delivery
-            await self._on_link("subscribe", self._peer().subscribe(
-                characteristic, self._on_bp_indication, prefer_notify=False))
-        except att.ATT_Error as e:
-            raise GattError("subscribe 0x2A35: %s" % e.error_name, self.address,
-                            code=e.error_code)
 
-    def _on_bp_indication(self, value: bytes) -> None:
-        # Runs inside bumble's ATT handler; the confirmation is sent when it returns.
-        self.indications += 1
-        data = bytes(value)
-        inst = self.inst
-        try:
-            if self._on_bp is not None:
-                self._on_bp(inst, BLOOD_PRESSURE_MEASUREMENT, data)
-        except Exception:
-            self.callback_errors += 1
-            log.exception("%s: on_value failed for 0x2A35 %s", inst.get("addr"), data.hex())
+        def deliver(uuid16: int, data: bytes) -> None:
+            callback(self.inst, uuid16, data)
+
+        await self.subscribe(BLOOD_PRESSURE_MEASUREMENT, deliver, indicate=True)
 
     # -- bumble callbacks ---------------------------------------------------
 
