@@ -3,7 +3,9 @@
 # An instrument session (BLE indication, serial reply) hands the raw value to
 # `on_value`; the drivers decode it, the reading is normalized, stamped with
 # the gateway's receive time beside the instrument's own time, written to the
-# journal, and the uplink is woken. Decoding errors are counted per
+# journal, and the uplink is woken. Serial sessions (gateway/serial_session.py)
+# decode and normalize themselves and hand the reading to `on_reading`, which
+# shares the same stamping and journaling. Decoding errors are counted per
 # instrument and shown on the indicator; they never stop the loop, and the
 # readings beside them go on. Adapters (radio, UART, MQTT) are passed in.
 from device_drivers import gatt, quirks, reading
@@ -55,6 +57,26 @@ class Gateway:
             self._count(inst.get("addr"), "decode_error")
             self.indicator.error(inst.get("addr"), str(e))
             return None
+        return self._journal_reading(inst, r, rtime, iseq)
+
+    def on_reading(self, inst, r, iseq=None):
+        """One reading a session has already normalized (serial instruments:
+        device_drivers.reading.from_meter_glucose / from_astm_result, an ECG
+        strip from device_drivers.ecg.strip_reading), stamped and journaled as
+        on_value does. Returns the journal sequence number, or None when
+        nothing was journaled (a reading the wire cannot carry: counted as
+        `bad_reading`; the journal full: `journal_full`)."""
+        rtime = self.clock.now_ms()
+        try:
+            return self._journal_reading(inst, r, rtime, iseq)
+        except ValueError as e:  # e.g. an ECG strip over the protocol's sample limit
+            self._count(inst.get("addr"), "bad_reading")
+            self.indicator.error(inst.get("addr"), str(e))
+            return None
+
+    def _journal_reading(self, inst, r, rtime, iseq):
+        # Stamp, mark urgent, journal, wake the uplink: shared by on_value and
+        # on_reading.
         flags = None if self.clock.synced else ["gateway_clock_unsynced"]
         if iseq is None:
             iseq = r.get("iseq")

@@ -4,6 +4,8 @@
 # the I/O. Batches are built by joining the journaled JSON payloads, without
 # decoding them again (cheap on a microcontroller).
 import json
+import sys
+from binascii import b2a_base64
 
 VERSION = 1
 ROOT = "ummc/v1"
@@ -25,7 +27,9 @@ def reading_payload(reading, inst, rtime, iseq=None, flags=None):
 
     `reading` is a dict from device_drivers.reading (type, values, flags,
     itime); `inst` the instrument identity {addr, model, serial}; `rtime` the
-    gateway's receive time in unix ms (int)."""
+    gateway's receive time in unix ms (int). An ECG strip (a reading with
+    `samples`, device_drivers.ecg.strip_reading) also gets its `ecg` member
+    (a bytearray then; ValueError past MAX_ECG_SAMPLES)."""
     itime = reading.get("itime")
     rec = {
         "kind": "reading",
@@ -37,7 +41,78 @@ def reading_payload(reading, inst, rtime, iseq=None, flags=None):
         "values": reading["values"],
         "flags": list(reading.get("flags") or []) + list(flags or []),
     }
-    return _dumps(rec)
+    if reading.get("samples") is None:
+        return _dumps(rec)
+    # An ECG strip: its samples go in an "ecg" member. The payload is
+    # assembled in one buffer and the base64 written into it piece by
+    # piece, so the heap holds the samples and the payload, nothing more.
+    head = _dumps(rec)
+    samples = reading["samples"]
+    meta = _ecg_meta(reading, samples)
+    nbytes = 2 * len(samples)
+    size = len(head) + len(meta) + 4 * ((nbytes + 2) // 3) + 16
+    out = bytearray(size)
+    k = _put(out, 0, memoryview(head)[:-1])
+    k = _put(out, k, b',"ecg":')
+    k = _put(out, k, memoryview(meta)[:-1])
+    k = _put(out, k, b',"b64":"')
+    view = memoryview(samples)
+    for i in range(0, len(samples), _B64_ITEMS):
+        part = view[i:i + _B64_ITEMS]
+        chunk = b2a_base64(_swapped(part) if _SWAP else part)  # the wire is little-endian
+        end = len(chunk)
+        while end and chunk[end - 1] in (10, 13):  # some ports always add a newline
+            end -= 1
+        k = _put(out, k, memoryview(chunk)[:end])
+    _put(out, k, b'"}}')
+    return out
+
+
+# ECG strips (docs/protocol.md, `data`, "ECG strips"): at most this many
+# samples in one record, so that a record alone in its `data` message stays
+# under MAX_BATCH_BYTES (10 s at 250 Hz: 6,668 bytes of base64).
+MAX_ECG_SAMPLES = 2500
+MAX_ECG_PEAKS = 64
+MAX_ECG_GAPS = 32
+_B64_ITEMS = 240  # samples base64-encoded at a time: 480 bytes, a multiple of 3
+_SWAP = sys.byteorder != "little"
+
+
+def _swapped(part):
+    out = bytearray(part)
+    for j in range(0, len(out), 2):
+        out[j], out[j + 1] = out[j + 1], out[j]
+    return out
+
+
+def _put(out, k, data):
+    n = len(data)
+    out[k:k + n] = data
+    return k + n
+
+
+def _ecg_meta(reading, samples):
+    """The `ecg` member's JSON (bytes) without its samples, for an ecg_strip
+    reading from device_drivers.ecg.strip_reading: samples are int16
+    microvolts around sample_offset_uv, sent as base64 of their
+    little-endian bytes. ValueError past the limits or for other arrays."""
+    n = len(samples)
+    if not 0 < n <= MAX_ECG_SAMPLES:
+        raise ValueError("ECG strip of %d samples, not 1..%d" % (n, MAX_ECG_SAMPLES))
+    try:
+        ok = len(bytes(memoryview(samples)[:1])) == 2
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError("ECG samples must be an int16 array")
+    return _dumps({"fs": int(reading["sample_rate"]), "n": n, "unit": "uV", "scale_uv": 1,
+                   "offset_uv": int(reading.get("sample_offset_uv") or 0),
+                   "lead": reading.get("lead"), "channel": reading.get("channel"),
+                   "gain": reading.get("gain"),
+                   "r_peaks": list(reading.get("r_peaks") or ())[:MAX_ECG_PEAKS],
+                   "gaps": list(reading.get("gaps") or ())[:MAX_ECG_GAPS],
+                   "missing": int(reading.get("missing_samples") or 0),
+                   "railed": int(reading.get("railed_samples") or 0)})
 
 
 def _dumps(obj):
