@@ -1,14 +1,15 @@
 """`python -m fleet_server <command>` (also the `ummc-fleet` script).
 
-Commands: migrate, register, create-user, ingest, api, run. Settings come
+Commands: migrate, register, create-user, seed-places, ingest, api, run. Settings come
 from the environment (`UMMC_*`, see settings.py); the flags --database-url,
 --mqtt-host, --mqtt-port, --mqtt-username, --mqtt-password (and --host,
 --port for the API) override them.
 
 `ingest`, `api` and `run` are long-running: the main thread only waits for
-SIGINT/SIGTERM; the API (uvicorn) and the ingest worker (paho's network
-thread) run in threads that are stopped and joined on the signal, so the
-process exits 0 with nothing left behind. If a part dies on its own (the API
+SIGINT/SIGTERM; the API (uvicorn), the ingest worker (paho's network
+thread) and, beside the worker, the alert evaluator (alerts.PeriodicEvaluator)
+run in threads that are stopped and joined on the signal, so the process
+exits 0 with nothing left behind. If a part dies on its own (the API
 port is taken, say), the others are stopped and the exit code is 1.
 """
 
@@ -69,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--username", required=True)
     u.add_argument("--role", required=True, choices=[r.value for r in Role])
     u.add_argument("--password", help="asked for on the terminal when omitted")
+    sp = sub.add_parser("seed-places", parents=[common],
+                        help="add missing regions/provinces and place registered units "
+                             "from the seed (fleet_server/data/morocco_admin.json)")
+    sp.add_argument("--force", action="store_true",
+                    help="also re-place units that already have a province")
     sub.add_parser("ingest", parents=[common], help="run the MQTT ingest worker")
     for name, text in (("api", "serve the REST API (uvicorn)"),
                        ("run", "migrate, then the ingest worker and the API in one process")):
@@ -128,6 +134,31 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     migrate(settings.database_url)
     log.info("database at head")
+    _seed_places(settings, force=False)
+    return 0
+
+
+def _seed_places(settings: Settings, *, force: bool) -> str:
+    """Reference places: missing rows from the seed, then registered units
+    without a province placed (all of them with `force`)."""
+    from fleet_server import reference_data
+
+    engine = make_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            added = reference_data.seed_places(session)
+            result = reference_data.place_units(session, force=force)
+            session.commit()
+    finally:
+        engine.dispose()
+    summary = (f"places added {added}, units placed {len(result.placed)}, kept "
+               f"{result.kept}, not in the seed {len(result.not_in_seed)}")
+    log.info("%s", summary)
+    return summary
+
+
+def cmd_seed_places(settings: Settings, args: argparse.Namespace) -> int:
+    print(_seed_places(settings, force=args.force))
     return 0
 
 
@@ -193,8 +224,10 @@ def serve(settings: Settings, *, api: bool, ingest: bool,
     """Run the API and/or the ingest worker until SIGINT/SIGTERM (or `stop`)."""
     import uvicorn
 
+    from fleet_server.alerts import PeriodicEvaluator
     from fleet_server.api.main import create_app
     from fleet_server.ingest import IngestWorker
+    from fleet_server.timeseries import TimeSeriesSink
 
     stop = stop or threading.Event()
     in_main = threading.current_thread() is threading.main_thread()
@@ -209,6 +242,8 @@ def serve(settings: Settings, *, api: bool, ingest: bool,
             previous[sig] = signal.signal(sig, on_signal)
     engine = make_engine(settings.database_url)
     worker: IngestWorker | None = None
+    evaluator: PeriodicEvaluator | None = None
+    sink: TimeSeriesSink | None = None
     server: uvicorn.Server | None = None
     api_thread: threading.Thread | None = None
     rc = 0
@@ -216,8 +251,14 @@ def serve(settings: Settings, *, api: bool, ingest: bool,
         if api:
             _bootstrap_admin(settings, engine)
         if ingest:
-            worker = IngestWorker(settings, session_factory(engine))
+            sink = TimeSeriesSink.from_settings(settings)  # None: no UMMC_INFLUX_URL
+            worker = w = IngestWorker(settings, session_factory(engine), timeseries=sink)
             worker.start()
+            # alerts and the command outbox, every UMMC_EVALUATE_INTERVAL_S;
+            # heartbeat timeouts only judged while this worker is subscribed
+            evaluator = PeriodicEvaluator(settings, session_factory(engine),
+                                          listening=lambda: w.subscribed_at)
+            evaluator.start()
         if api:
             app = create_app(settings, engine=engine)
             app.state.ingest_worker = worker
@@ -237,8 +278,12 @@ def serve(settings: Settings, *, api: bool, ingest: bool,
         if server is not None and api_thread is not None:
             server.should_exit = True
             api_thread.join(timeout=30)
+        if evaluator is not None:
+            evaluator.stop()
         if worker is not None:
             worker.stop()
+        if sink is not None:
+            sink.close(timeout=5)
         engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -255,10 +300,12 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     migrate(settings.database_url)
+    _seed_places(settings, force=False)
     return serve(settings, api=True, ingest=True)
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": cmd_migrate, "register": cmd_register, "create-user": cmd_create_user,
+    "seed-places": cmd_seed_places,
     "ingest": cmd_ingest, "api": cmd_api, "run": cmd_run,
 }

@@ -13,12 +13,16 @@ Two layers, so the first is tested without a broker:
    (gateway, jid) advances through committed sequence numbers (docs/protocol.md,
    "ack"), and everything commits in ONE transaction. The decision says what
    ack to publish; a message rejected whole gets a dead letter and no ack.
-   `ingest_status` does the same for `state`, `birth` and `health`.
+   `ingest_status` does the same for `state`, `birth` and `health`, feeding
+   the device-health model (health_model.py: link state ordered by the
+   payloads' boot and ts, instruments, time series); `ingest_result`
+   correlates a `cmd/result` with its command (commands.py).
 
 2. `IngestWorker` — the MQTT side (paho-mqtt 2.x, MQTT 5): a persistent
    session (clean_start False + session expiry, so the broker queues
    messages while the worker restarts), shared subscriptions
-   `$share/<group>/ummc/v1/+/+/<leaf>` so several workers split the load,
+   `$share/<group>/ummc/v1/+/+/<leaf>` (data, state, birth, health,
+   cmd/result) so several workers split the load,
    and manual acknowledgement: for each message it commits, publishes the
    retained ack (QoS 1), and only then sends the PUBACK. A failure on one
    message is logged and counted and the message is PUBACKed anyway: the
@@ -38,7 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
@@ -50,8 +54,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fleet_server import protocol
+from fleet_server import commands, health_model, protocol
 from fleet_server.crud import get_gateway
+from fleet_server.metrics import IngestMetrics
 from fleet_server.models import AckCursor, DeadLetter, Gateway, Reading
 from fleet_server.protocol import (
     RECORD_REASONS,
@@ -65,6 +70,7 @@ from fleet_server.protocol import (
     Topic,
 )
 from fleet_server.settings import Settings
+from fleet_server.timeseries import ReadingRow, TimeSeriesSink
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,7 @@ class AckDecision:
     ack: bytes | None = None  # retained QoS 1 payload to publish; None: rejected whole
     rejection: Rejection | None = None
     jid: str | None = None
+    sent: int | None = None  # the envelope's `sent` (gateway clock, unix ms)
     upto: int | None = None
     rejected: list[int] = field(default_factory=list)
     stored: int = 0
@@ -94,6 +101,8 @@ class AckDecision:
     dead_lettered: int = 0
     # (seq, reason, detail) of each record dead-lettered here, for the log.
     record_rejections: list[tuple[int | None, str, str]] = field(default_factory=list)
+    # Records newly stored by this message: the time-series copy, after the commit.
+    new_rows: list[ReadingRow] = field(default_factory=list)
 
     def summary(self) -> str:
         """One log line: ids, counts and reasons, no values."""
@@ -164,6 +173,7 @@ def _ingest_batch(session: Session, topic: str, payload: bytes, now: datetime) -
         batch.record(i, raw)
     upto, rejected = _advance_cursor(session, gw, t, env.jid, env.base, batch.committed, now)
     decision.jid = env.jid
+    decision.sent = env.sent
     decision.upto = upto
     decision.rejected = rejected
     decision.ack_topic = t.sibling("ack")
@@ -270,7 +280,7 @@ class _Batch:
                     inst_mfr=inst.mfr if inst else None, inst_key=inst_key, iseq=rec.iseq,
                     itime=rec.itime_text, received_at=rec.received_at, ingested_at=self.now,
                     values=[list(v) for v in rec.values], flags=list(rec.flags),
-                    content_hash=digest))
+                    ecg=rec.stored_ecg(), content_hash=digest))
         except (DataError, UnicodeError) as e:
             name = type(e.orig).__name__ if isinstance(e, DataError) else type(e).__name__
             self.reject(Reason.invalid_record,
@@ -278,6 +288,7 @@ class _Batch:
             return
         self.committed.add(rec.seq)
         self.decision.stored += 1
+        self.decision.new_rows.append(ReadingRow.from_record(rec, self.gw))
 
 
 def _advance_cursor(session: Session, gw: Gateway, t: Topic, jid: str, base: int,
@@ -318,12 +329,19 @@ def _advance_cursor(session: Session, gw: Gateway, t: Topic, jid: str, base: int
 
 
 def ingest_status(session: Session, topic: str, payload: bytes, now: datetime, *,
-                  retained: bool = False) -> Rejection | None:
+                  retained: bool = False, sample_every: timedelta = timedelta(minutes=10),
+                  problems: list[str] | None = None) -> Rejection | None:
     """Apply a `state`, `birth` or `health` message to the gateway's row and
-    commit. A retained `state` delivered again (worker restart) changes
-    nothing if the state is the one already stored; retained messages that
-    are rejected are logged, not dead-lettered again on every restart."""
-    rejection = _ingest_status(session, topic, payload, now, retained)
+    the health model, and commit. A `state` older than the stored one (by
+    boot, then ts) or the same retained state delivered again (worker
+    restart) changes nothing; retained messages that are rejected are
+    logged, not dead-lettered again on every restart. Heartbeat and birth
+    fields the model cannot use are dropped one by one and named in
+    `problems` (path and rule), the rest of the message is kept. A heartbeat
+    becomes a time series point when the gateway's last one is older than
+    `sample_every`."""
+    rejection = _ingest_status(session, topic, payload, now, retained, sample_every,
+                               problems if problems is not None else [])
     if rejection is not None and not retained:
         parsed = protocol.parse_topic(topic, protocol.STATUS_LEAVES)
         t = parsed if isinstance(parsed, Topic) else None
@@ -334,7 +352,8 @@ def ingest_status(session: Session, topic: str, payload: bytes, now: datetime, *
 
 
 def _ingest_status(session: Session, topic: str, payload: bytes, now: datetime,
-                   retained: bool) -> Rejection | None:
+                   retained: bool, sample_every: timedelta,
+                   problems: list[str]) -> Rejection | None:
     t = protocol.parse_topic(topic, protocol.STATUS_LEAVES)
     if isinstance(t, Rejection):
         return t
@@ -346,21 +365,31 @@ def _ingest_status(session: Session, topic: str, payload: bytes, now: datetime,
         return parsed
     model, doc = parsed
     if isinstance(model, StatePayload):
-        if retained and gw.last_state == model.state:
-            return None
-        gw.last_state = model.state
-        gw.last_state_reason = model.reason
-        gw.last_state_at = (protocol.from_unix_ms(model.ts) if retained and model.ts else now)
-        if model.boot is not None:
-            gw.boot_count = model.boot
-        if model.state == "online" and not retained:
-            gw.last_seen_at = now
+        d = health_model.decide_state(
+            last_state=gw.last_state, last_reason=gw.last_state_reason, state_ts=gw.state_ts,
+            boot_count=gw.boot_count, link_state=gw.link_state,
+            link_state_at=gw.link_state_at, state=model.state, reason=model.reason,
+            ts=model.ts, boot=model.boot, retained=retained, now=now)
+        if d.store:
+            gw.last_state = model.state
+            gw.last_state_reason = model.reason
+            gw.last_state_at = d.at
+            gw.state_ts = model.ts  # a last will has none: the next online is newer
+            if model.boot is not None:
+                gw.boot_count = model.boot
+            if model.state == "online" and not retained:
+                gw.last_seen_at = now
+        if d.link is not None:
+            health_model.set_link_state(session, gw, d.link, d.at,
+                                        model.reason or ("retained" if retained else "state"))
     elif isinstance(model, BirthPayload):
         gw.fw = model.fw
         if model.boot is not None:
             gw.boot_count = model.boot
         gw.last_birth = doc
         gw.last_seen_at = now
+        problems += health_model.record_birth(session, gw, doc, now)
+        _alive(session, gw, now, "birth")
     elif isinstance(model, HealthPayload):
         boots = doc.get("boots")
         if isinstance(boots, int) and not isinstance(boots, bool) and \
@@ -368,7 +397,47 @@ def _ingest_status(session: Session, topic: str, payload: bytes, now: datetime,
             gw.boot_count = boots
         gw.last_health = doc
         gw.last_seen_at = now
+        facts = health_model.heartbeat_facts(doc)
+        problems += facts.problems
+        health_model.record_heartbeat(session, gw, facts, now, sample_every)
+        _alive(session, gw, now, "heartbeat")
     return None
+
+
+def _alive(session: Session, gw: Gateway, now: datetime, reason: str) -> None:
+    """A live birth or heartbeat: the gateway is up, whatever the link state
+    said (stale; or offline, when a late last will overtook it)."""
+    if gw.link_state != health_model.ONLINE:
+        health_model.set_link_state(session, gw, health_model.ONLINE, now, reason)
+
+
+def ingest_result(session: Session, topic: str, payload: bytes,
+                  now: datetime) -> Rejection | None:
+    """A gateway's `cmd/result`: validated, correlated with its command by
+    (gateway, id) and stored; commit. A bad or uncorrelated one is
+    dead-lettered with its reason."""
+    rejection = _ingest_result(session, topic, payload, now)
+    if rejection is not None:
+        parsed = protocol.parse_result_topic(topic)
+        _dead_letter(session, now=now, topic=topic,
+                     t=parsed if isinstance(parsed, Topic) else None,
+                     reason=rejection.reason, detail=rejection.detail, raw=payload)
+    session.commit()
+    return rejection
+
+
+def _ingest_result(session: Session, topic: str, payload: bytes,
+                   now: datetime) -> Rejection | None:
+    t = protocol.parse_result_topic(topic)
+    if isinstance(t, Rejection):
+        return t
+    gw = _registered(session, t)
+    if isinstance(gw, Rejection):
+        return gw
+    res = protocol.parse_command_result(payload)
+    if isinstance(res, Rejection):
+        return res
+    return commands.apply_result(session, gw, res, now)
 
 
 # --- layer 2: the MQTT worker -----------------------------------------------------
@@ -384,11 +453,18 @@ class IngestWorker:
     """One ingest worker: an MQTT 5 client on the shared subscriptions."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 metrics: IngestMetrics | None = None,
+                 timeseries: TimeSeriesSink | None = None) -> None:
         self.settings = settings
+        self.timeseries = timeseries  # best-effort copy after each commit; never blocks
         self.sessions = sessions
         self.clock = clock
         self.stats: Counter[str] = Counter()
+        self.metrics = metrics or IngestMetrics()
+        # Since when every subscription is granted (None: not subscribed): the
+        # evaluator judges heartbeat timeouts only after a whole timeout of it.
+        self.subscribed_at: datetime | None = None
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # SUBACK granted on every subscription
         self._lock = threading.Lock()  # held while a message is processed
@@ -402,7 +478,8 @@ class IngestWorker:
     def subscriptions(self) -> list[tuple[str, int]]:
         group = self.settings.ingest_group
         prefix = f"$share/{group}/" if self.mqtt5 else ""  # no shared subs before MQTT 5
-        return [(f"{prefix}{protocol.ROOT}/+/+/{leaf}", 1) for leaf in protocol.INGEST_LEAVES]
+        return [(f"{prefix}{protocol.ROOT}/+/+/{leaf}", 1)
+                for leaf in (*protocol.INGEST_LEAVES, protocol.RESULT_LEAF)]
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -445,6 +522,8 @@ class IngestWorker:
         self._client = None
         self.connected.clear()
         self.subscribed.clear()
+        self.subscribed_at = None
+        self.metrics.subscribed.set(0)
         log.info("ingest worker stopped: %s", dict(self.stats))
 
     def run(self, stop: threading.Event) -> None:
@@ -472,6 +551,8 @@ class IngestWorker:
         if refused:
             log.error("broker refused subscriptions (check the ACL): %s", refused)
             return
+        self.subscribed_at = self.clock()
+        self.metrics.subscribed.set(1)
         self.subscribed.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any,
@@ -479,6 +560,8 @@ class IngestWorker:
                        _props: Properties | None) -> None:
         self.connected.clear()
         self.subscribed.clear()
+        self.subscribed_at = None
+        self.metrics.subscribed.set(0)
         if not self._stopping:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
@@ -491,6 +574,7 @@ class IngestWorker:
                 self.handle(msg)
             except Exception:
                 self.stats["errors"] += 1
+                self.metrics.errors.inc()
                 log.exception("message mid %d on %s failed; the gateway will re-send",
                               msg.mid, _topic_of(msg))
             finally:
@@ -502,34 +586,68 @@ class IngestWorker:
         payload = bytes(msg.payload)
         self.stats["messages"] += 1
         if topic.endswith("/data"):
+            self.metrics.messages.labels("data").inc()
             decision = self._with_db(lambda s: ingest_batch(s, topic, payload, self.clock()))
             self._count(decision)
             if decision.ack is not None and decision.ack_topic is not None:
                 assert self._client is not None
                 self._client.publish(decision.ack_topic, decision.ack, qos=1, retain=True)
                 self.stats["acks_published"] += 1
+                if decision.sent is not None:
+                    lag_ms = protocol.to_unix_ms(self.clock()) - decision.sent
+                    self.metrics.ack_lag.observe(max(0, lag_ms) / 1000)
+            if self.timeseries is not None:
+                self.timeseries.write_readings(decision.new_rows)
             level = logging.WARNING if decision.rejection or decision.dead_lettered else \
                 logging.INFO
             log.log(level, "%s", decision.summary())
             for seq, reason, detail in decision.record_rejections:
                 log.warning("%s: jid %s seq %s: %s (%s)", topic, decision.jid, seq, reason,
                             detail)
-        else:
-            rejection = self._with_db(lambda s: ingest_status(
-                s, topic, payload, self.clock(), retained=bool(msg.retain)))
-            self.stats["status_messages"] += 1
+        elif topic.endswith("/" + protocol.RESULT_LEAF):
+            self.metrics.messages.labels("cmd/result").inc()
+            rejection = self._with_db(lambda s: ingest_result(s, topic, payload, self.clock()))
+            self.stats["command_results"] += 1
             if rejection is not None:
-                self.stats[f"rejected:{rejection.reason}"] += 1
+                self._rejected(rejection.reason)
+                log.warning("%s: %s (%s)", topic, rejection.reason, rejection.detail)
+        else:
+            leaf = topic.rsplit("/", 1)[-1]
+            self.metrics.messages.labels(leaf if leaf in protocol.STATUS_LEAVES else "other").inc()
+            problems: list[str] = []
+            every = timedelta(seconds=self.settings.health_sample_interval_s)
+            rejection = self._with_db(lambda s: ingest_status(
+                s, topic, payload, self.clock(), retained=bool(msg.retain),
+                sample_every=every, problems=problems))
+            self.stats["status_messages"] += 1
+            if self.timeseries is not None and rejection is None and leaf == "health":
+                self.timeseries.write_health_message(topic, payload)
+            if rejection is not None:
+                self._rejected(rejection.reason)
                 log.warning("%s: %s (%s)%s", topic, rejection.reason, rejection.detail,
                             " [retained, not kept]" if msg.retain else "")
+            if problems:
+                self.stats["health_fields_dropped"] += len(problems)
+                self.metrics.health_fields.inc(len(problems))
+                log.warning("%s: fields dropped: %s", topic, "; ".join(problems[:5]))
+
+    def _rejected(self, reason: str) -> None:
+        self.stats[f"rejected:{reason}"] += 1
+        self.metrics.rejections.labels(reason).inc()
 
     def _count(self, d: AckDecision) -> None:
         self.stats["data_messages"] += 1
         self.stats["readings_stored"] += d.stored
         self.stats["duplicates"] += d.duplicates
         self.stats["records_rejected"] += d.dead_lettered
+        m = self.metrics
+        m.records.labels("stored").inc(d.stored)
+        m.records.labels("duplicate").inc(d.duplicates)
+        m.records.labels("rejected").inc(d.dead_lettered)
+        for _seq, reason, _detail in d.record_rejections:
+            m.rejections.labels(reason).inc()
         if d.rejection is not None:
-            self.stats[f"rejected:{d.rejection.reason}"] += 1
+            self._rejected(d.rejection.reason)
 
     def _with_db(self, work: Callable[[Session], T]) -> T:
         for pause in (*DB_RETRY_PAUSES, None):

@@ -14,13 +14,14 @@ its records; the instrument key is its serial when known, else its address.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -121,6 +122,13 @@ class Gateway(Base):
     boot_count: Mapped[int | None] = mapped_column(BigInteger)
     last_birth: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     last_health: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    # The `ts` (unix ms) of the state message stored above: an older one
+    # delivered later (a retained copy, a worker's queue) is ignored.
+    state_ts: Mapped[int | None] = mapped_column(BigInteger)
+    # The health model's view (health_model.py): online | offline | stale,
+    # with its history in gateway_state_changes.
+    link_state: Mapped[str | None] = mapped_column(String(16))
+    link_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     unit: Mapped[Unit] = relationship(back_populates="gateways")
 
@@ -156,6 +164,9 @@ class Reading(Base):
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime)  # server commit
     values: Mapped[list[list[Any]]] = mapped_column(JSONDoc)  # [[name, number, UCUM]]
     flags: Mapped[list[str]] = mapped_column(JSONDoc)
+    # An ecg_strip's samples: the record's validated `ecg` member
+    # (docs/protocol.md, "ECG strips"); NULL for every other reading.
+    ecg: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     # sha256 of the record's canonical JSON: tells a harmless re-send (same
     # content) from a conflict (same key, other content).
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -224,6 +235,183 @@ class ApiToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     user: Mapped[User] = relationship()
+
+
+# --- the device-health model, alerts and commands (fleet_server/health_model.py,
+# alerts.py, commands.py; docs/operations.md) ----------------------------------------
+
+
+class GatewayStateChange(Base):
+    """A change of a gateway's tracked link state (`Gateway.link_state`):
+    online, offline (its `state` said so: last will, shutdown) or stale (no
+    message for `heartbeat_missed` heartbeat intervals). Availability is
+    computed from these rows."""
+
+    __tablename__ = "gateway_state_changes"
+    __table_args__ = (Index("ix_gateway_state_changes_gateway_at", "gateway_pk", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))  # online | offline | stale
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class HealthSample(Base):
+    """A heartbeat kept as a time series point (one per gateway per
+    `health_sample_interval_s`; pruned after `health_retention_days`)."""
+
+    __tablename__ = "health_samples"
+    __table_args__ = (Index("ix_health_samples_gateway_at", "gateway_pk", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # server receive time
+    journal_depth: Mapped[int | None] = mapped_column(BigInteger)
+    journal_oldest_age_s: Mapped[int | None] = mapped_column(BigInteger)
+    heap_free: Mapped[int | None] = mapped_column(BigInteger)
+    rssi: Mapped[int | None] = mapped_column(Integer)
+    supply_mv: Mapped[int | None] = mapped_column(Integer)
+    clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)  # gateway ts - receive
+    alarms: Mapped[list[str]] = mapped_column(JSONDoc)
+
+
+class InstrumentHealth(Base):
+    """The latest that heartbeats and births said about one instrument of one
+    gateway (by address: a BLE address or a serial port name)."""
+
+    __tablename__ = "instrument_health"
+
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    addr: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str | None] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(64))
+    # Listed in the gateway's last birth (paired), or seen in a heartbeat since;
+    # False once a birth no longer lists it (unpaired: no not-seen alert).
+    active: Mapped[bool] = mapped_column(Boolean)
+    first_known_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    battery: Mapped[int | None] = mapped_column(Integer)  # percent
+    battery_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    drift_ms: Mapped[int | None] = mapped_column(BigInteger)  # its clock - the gateway's
+    drift_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    errors: Mapped[int | None] = mapped_column(BigInteger)  # error counter (since boot)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InstrumentSample(Base):
+    """Battery, drift and error counter of an instrument over time (sampled
+    with HealthSample, same retention)."""
+
+    __tablename__ = "instrument_samples"
+    __table_args__ = (Index("ix_instrument_samples_gateway_addr_at", "gateway_pk", "addr",
+                            "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    addr: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    battery: Mapped[int | None] = mapped_column(Integer)
+    drift_ms: Mapped[int | None] = mapped_column(BigInteger)
+    errors: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UnitSchedule(Base):
+    """A unit's planned working week (no row: the settings' default)."""
+
+    __tablename__ = "unit_schedules"
+
+    unit_pk: Mapped[int] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    weekdays: Mapped[str] = mapped_column(String(7))  # Mon..Sun, e.g. "1111100"
+    start_minute: Mapped[int] = mapped_column(Integer)  # local time of day
+    end_minute: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UnitCalendarDay(Base):
+    """An exception to a unit's working week: a day off (holiday, leave) or
+    an extra working day."""
+
+    __tablename__ = "unit_calendar_days"
+    __table_args__ = (UniqueConstraint("unit_pk", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit_pk: Mapped[int] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    working: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(String(128))
+
+
+class AlertStatus(enum.StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
+class Alert(Base):
+    """One alert: open -> acknowledged (by a user, with a note) -> resolved
+    (automatically when its condition clears, or by a user). At most one
+    alert per (kind, subject) is not resolved (partial unique index)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("uq_alerts_active_kind_subject", "kind", "subject", unique=True,
+              sqlite_where="status <> 'resolved'", postgresql_where="status <> 'resolved'"),
+        Index("ix_alerts_status_opened", "status", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(160))  # e.g. gateway:gw-u001
+    gateway_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    instrument: Mapped[str | None] = mapped_column(String(64))  # addr or instrument key
+    status: Mapped[str] = mapped_column(String(16))  # an AlertStatus value
+    severity: Mapped[str] = mapped_column(String(16))  # warning | critical
+    detail: Mapped[str] = mapped_column(Text)  # device figures only, never medical data
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # last evaluation that held
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))  # username
+    ack_note: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(64))  # None: automatically
+    resolve_note: Mapped[str | None] = mapped_column(Text)
+
+    gateway: Mapped[Gateway | None] = relationship()
+
+
+class Command(Base):
+    """A command to a gateway (docs/protocol.md, `cmd`) and its correlated result."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    command_id: Mapped[str] = mapped_column(String(64), unique=True)  # c-<16 hex digits>
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"),
+                                            index=True)
+    op: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    # pending -> ok | error (the gateway's result); expired: no result by then
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))  # username
+    ts: Mapped[int] = mapped_column(BigInteger)  # the wire `ts` (unix ms)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # broker PUBACK
+    publish_attempts: Mapped[int] = mapped_column(Integer)
+    result_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # server receive time
+    result_ts: Mapped[int | None] = mapped_column(BigInteger)  # gateway time (unix ms)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    error: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    replay: Mapped[bool | None] = mapped_column(Boolean)
+
+    gateway: Mapped[Gateway] = relationship()
 
 
 # Tables of the registry (reference places, instruments, maintenance,

@@ -20,11 +20,15 @@ instrument's own clock as 6 integer parts, 0 = unknown.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import hashlib
 import json
 import math
 import re
+import sys
+from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -69,11 +73,13 @@ class Reason(enum.StrEnum):
     unsupported_version = "unsupported_version"
     invalid_record = "invalid_record"
     duplicate_conflict = "duplicate_conflict"
+    # a cmd/result whose id is no command sent to that gateway (or whose op differs)
+    unknown_command = "unknown_command"
 
 
 MESSAGE_REASONS = frozenset({Reason.bad_topic, Reason.unknown_gateway, Reason.too_large,
                              Reason.malformed_json, Reason.bad_envelope,
-                             Reason.unsupported_version})
+                             Reason.unsupported_version, Reason.unknown_command})
 RECORD_REASONS = frozenset({Reason.invalid_record, Reason.duplicate_conflict})
 
 
@@ -227,6 +233,87 @@ class Instrument(BaseModel):
         return self.serial or self.addr
 
 
+# --- ECG strips (docs/protocol.md, `data`, "ECG strips") ------------------------
+
+# The gateway sends at most 2,500 samples (10 s at 250 Hz) in one record; the
+# server takes strips up to this many (64 KB messages hold 16,384 in base64).
+ECG_MAX_SAMPLES = 16_384
+ECG_FS_MIN, ECG_FS_MAX = 50, 2000
+ECG_MAX_PEAKS = 1024
+ECG_MAX_GAPS = 64
+_ECG_B64_MAX = 4 * ((2 * ECG_MAX_SAMPLES + 2) // 3)
+
+
+def _scale(v: object) -> int | float:
+    n = _number(v)
+    if not 0 < n <= 1_000_000:
+        raise ValueError("must be a number above 0 and at most 1000000")
+    return n
+
+
+_Count = Annotated[int, Strict(), Field(ge=0, le=MAX_BIGINT)]
+_Index = Annotated[int, Strict(), Field(ge=0, le=ECG_MAX_SAMPLES)]
+
+
+class EcgStrip(BaseModel):
+    """The `ecg` member of an ecg_strip record: one lead's samples as base64
+    of int16 little-endian; microvolts = offset_uv + scale_uv * sample."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    fs: Annotated[int, Strict(), Field(ge=ECG_FS_MIN, le=ECG_FS_MAX)]
+    n: Annotated[int, Strict(), Field(ge=1, le=ECG_MAX_SAMPLES)]
+    b64: Annotated[str, Strict(), StringConstraints(min_length=4, max_length=_ECG_B64_MAX)]
+    unit: Literal["uV"] = "uV"
+    scale_uv: Annotated[int | float, PlainValidator(_scale)] = 1
+    offset_uv: Annotated[int, Strict(), Field(ge=-(10**9), le=10**9)] = 0
+    lead: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=16),
+                    AfterValidator(_text)] | None = None
+    channel: Annotated[int, Strict(), Field(ge=0, le=255)] | None = None
+    gain: Annotated[int, Strict(), Field(ge=1, le=1_000_000)] | None = None
+    r_peaks: Annotated[list[_Index], Field(max_length=ECG_MAX_PEAKS)] = []
+    gaps: Annotated[list[tuple[_Index, Annotated[int, Strict(), Field(ge=1, le=MAX_BIGINT)]]],
+                    Field(max_length=ECG_MAX_GAPS)] = []
+    missing: _Count = 0
+    railed: _Count = 0
+
+    def raw(self) -> bytes:
+        """The samples' bytes (int16 little-endian); ValueError if not base64."""
+        try:
+            return base64.b64decode(self.b64, validate=True)
+        except binascii.Error:
+            raise ValueError("must be base64 (RFC 4648 alphabet, padded)") from None
+
+    def samples(self) -> array[int]:
+        """The samples as int16, in this machine's byte order."""
+        out = array("h", self.raw())
+        if sys.byteorder != "little":
+            out.byteswap()
+        return out
+
+
+def ecg_problem(ecg: EcgStrip) -> str | None:
+    """Rules across the fields of an `ecg` member: a path below it and a
+    message, or None."""
+    try:
+        raw = ecg.raw()
+    except ValueError as e:
+        return f"b64: {e}"
+    if len(raw) != 2 * ecg.n:
+        return f"b64: decodes to {len(raw)} bytes; n = {ecg.n} int16 samples are {2 * ecg.n}"
+    last = -1
+    for i, r in enumerate(ecg.r_peaks):
+        if r >= ecg.n:
+            return f"r_peaks[{i}]: must be a sample index below n"
+        if r <= last:
+            return f"r_peaks[{i}]: must be in ascending order"
+        last = r
+    for i, (at, _count) in enumerate(ecg.gaps):
+        if at > ecg.n:
+            return f"gaps[{i}][0]: must be a sample index at most n"
+    return None
+
+
 class Record(BaseModel):
     """One journal record of a `data` message, validated."""
 
@@ -241,6 +328,7 @@ class Record(BaseModel):
     rtime: UnixMs
     values: Annotated[list[tuple[Name, Number, UcumUnit]], Field(max_length=256)] = []
     flags: Annotated[list[Flag], Field(max_length=64)] = []
+    ecg: EcgStrip | None = None  # an ecg_strip's samples
 
     @property
     def received_at(self) -> datetime:
@@ -250,8 +338,14 @@ class Record(BaseModel):
     def itime_text(self) -> str | None:
         return itime_text(self.itime)
 
+    def stored_ecg(self) -> dict[str, Any] | None:
+        """The `ecg` member as the readings table keeps it (JSON), or None."""
+        return self.ecg.model_dump(mode="json") if self.ecg is not None else None
+
     def content_hash(self) -> str:
         doc = self.model_dump(mode="json")
+        if doc.get("ecg") is None:
+            doc.pop("ecg", None)  # records without samples hash as before it existed
         raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -310,6 +404,12 @@ def _semantic_problem(rec: Record) -> str | None:
         if name in seen:
             return f"values[{i}][0]: duplicate value name"
         seen.add(name)
+    if rec.ecg is not None:
+        if rec.kind != "reading" or rec.type != "ecg_strip":
+            return "ecg: only an ecg_strip reading carries samples"
+        problem = ecg_problem(rec.ecg)
+        if problem:
+            return f"ecg.{problem}"
     if rec.kind != "reading":
         return None
     if rec.type is None:
@@ -456,6 +556,70 @@ def parse_status(leaf: str, payload: bytes) -> tuple[BaseModel, dict[str, Any]] 
         return Rejection(Reason.bad_envelope, f"{bad}: must be valid text (no NUL, no lone "
                                               "surrogates)")
     return model, doc
+
+
+# --- commands: cmd (server -> gateway) and cmd/result (gateway -> server) ----------
+
+CMD_LEAF = "cmd"
+RESULT_LEAF = "cmd/result"
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+COMMAND_OPS = ("apply_config", "sync_now", "set_time", "reboot", "diagnostics")
+# Error codes a gateway may answer (docs/protocol.md); others are kept as sent.
+COMMAND_ERRORS = ("bad_command", "unknown_op", "bad_args", "expired", "rolled_back", "busy",
+                  "failed")
+MAX_DETAIL_CHARS = 2000
+
+
+def parse_result_topic(name: str) -> Topic | Rejection:
+    """`ummc/v1/<unit>/<gateway>/cmd/result` -> Topic(leaf 'cmd/result')."""
+    if not name.endswith("/" + RESULT_LEAF):
+        return Rejection(Reason.bad_topic, f"topic: not {ROOT}/<unit>/<gateway>/{RESULT_LEAF}")
+    t = parse_topic(name.removesuffix("/result"), (CMD_LEAF,))
+    if isinstance(t, Rejection):
+        return t
+    return Topic(t.unit, t.gateway, RESULT_LEAF)
+
+
+class CommandResult(BaseModel):
+    """A gateway's answer to one command (docs/protocol.md, `cmd/result`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Annotated[str, Strict(), StringConstraints(pattern=COMMAND_ID_PATTERN)]
+    op: Name | None = None
+    ok: Annotated[bool, Strict()]
+    result: dict[str, Any] | None = None
+    error: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=32),
+                     AfterValidator(_text)] | None = None
+    detail: Annotated[str, Strict(), StringConstraints(max_length=MAX_DETAIL_CHARS),
+                      AfterValidator(_text)] | None = None
+    replay: Annotated[bool, Strict()] = False
+    ts: UnixMs
+
+
+def parse_command_result(payload: bytes) -> CommandResult | Rejection:
+    doc = _json_object(payload)
+    if isinstance(doc, Rejection):
+        return doc
+    try:
+        res = CommandResult.model_validate(doc)
+    except ValidationError as e:
+        return Rejection(Reason.bad_envelope, _first_error("", e).lstrip("."))
+    if not res.ok and res.error is None:
+        return Rejection(Reason.bad_envelope, "error: required when ok is false")
+    bad = bad_text_path(doc)  # the result object is stored whole
+    if bad is not None:
+        return Rejection(Reason.bad_envelope, f"{bad}: must be valid text (no NUL, no lone "
+                                              "surrogates)")
+    return res
+
+
+def command_payload(*, id: str, op: str, args: dict[str, Any], ts: int,
+                    expires: int | None) -> bytes:
+    doc: dict[str, Any] = {"v": VERSION, "id": id, "op": op, "args": args, "ts": ts}
+    if expires is not None:
+        doc["expires"] = expires
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # --- the ack and times ---------------------------------------------------------

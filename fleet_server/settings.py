@@ -52,6 +52,21 @@ class Settings(BaseSettings):
     # Shared-subscription group: workers of one group split the messages.
     ingest_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
+    # Time-series copy of readings and gateway health (fleet_server/timeseries.py,
+    # docs/operations.md "Time series (InfluxDB)"); no URL: no copy. The SQL
+    # store stays the source of truth: this copy never blocks ingest.
+    influx_url: str | None = None  # http(s)://host:8086
+    influx_token: str | None = None  # InfluxDB 1.8: "user:password"
+    influx_org: str = "ummc"  # InfluxDB 1.8: "-"
+    influx_bucket: str = "ummc"  # InfluxDB 1.8: "database/retention_policy"
+    influx_batch_size: int = Field(default=1000, ge=1, le=50_000)
+    influx_flush_interval_ms: int = Field(default=1000, ge=10)
+    influx_max_queue: int = Field(default=100_000, ge=1)
+    influx_timeout_ms: int = Field(default=10_000, ge=100)
+    influx_retry_interval_ms: int = Field(default=1000, ge=10)
+    influx_max_retry_delay_ms: int = Field(default=30_000, ge=10)
+    influx_gzip: bool = True
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
 
@@ -62,6 +77,59 @@ class Settings(BaseSettings):
     # Created (if missing) by `run` and `api`; None disables the bootstrap.
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_password: str | None = DEFAULT_SECRET
+
+    # --- device-health model and alerts (docs/operations.md) ---
+    # A gateway's heartbeat period; no message for `heartbeat_missed` periods
+    # (while the ingest worker has been listening that long) makes it "stale".
+    heartbeat_interval_s: int = Field(default=60, ge=5)
+    heartbeat_missed: int = Field(default=3, ge=2)
+    # Offline spells shorter than this (a broker or gateway restart) are not
+    # downtime and open no alert.
+    offline_grace_s: int = Field(default=180, ge=0)
+    # How often `run`/`ingest` evaluate alerts (0: never).
+    evaluate_interval_s: float = Field(default=60.0, ge=0)
+    # One heartbeat per gateway kept per this period as a time series point,
+    # for this many days.
+    health_sample_interval_s: int = Field(default=600, ge=1)
+    health_retention_days: int = Field(default=60, ge=1)
+    # The default planned working week of a unit (per-unit schedules and days
+    # off in the database): Mon..Sun as 1/0, local hours, the time zone.
+    schedule_weekdays: str = Field(default="1111100", pattern=r"^[01]{7}$")
+    schedule_start: str = Field(default="08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    schedule_end: str = Field(default="17:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+    fleet_timezone: str = "Africa/Casablanca"
+    # Alert thresholds.
+    alert_offline_after_s: int = Field(default=1800, ge=0)  # of planned working time
+    alert_backlog_age_s: int = Field(default=3600, ge=1)  # oldest unacked record
+    alert_backlog_growth: int = Field(default=50, ge=1)  # records more than ...
+    alert_backlog_window_s: int = Field(default=3600, ge=60)  # ... this long ago
+    alert_battery_pct: int = Field(default=20, ge=0, le=100)
+    alert_instrument_unseen_days: int = Field(default=7, ge=1)
+    alert_clock_drift_ms: int = Field(default=120_000, ge=1)
+    alert_calibration_within_days: int = Field(default=14, ge=0)
+    alert_errors_count: int = Field(default=5, ge=1)  # instrument errors ...
+    alert_errors_window_s: int = Field(default=86_400, ge=60)  # ... within this window
+
+    # --- commands to gateways ---
+    command_default_expires_s: int = Field(default=3600, ge=10, le=7 * 86_400)
+    command_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    # --- metrics: a static bearer token for Prometheus (besides admin and
+    # logistics users' tokens); None: users' tokens only.
+    metrics_token: str | None = Field(default=None, min_length=16)
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> Settings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.fleet_timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"UMMC_FLEET_TIMEZONE: unknown time zone "
+                             f"{self.fleet_timezone!r}") from None
+        if self.schedule_end <= self.schedule_start:
+            raise ValueError("UMMC_SCHEDULE_END must be after UMMC_SCHEDULE_START")
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
@@ -85,7 +153,8 @@ class Settings(BaseSettings):
     def _empty_means_none(cls, data: object) -> object:
         # UMMC_BOOTSTRAP_ADMIN_PASSWORD= (empty) disables the bootstrap admin.
         if isinstance(data, dict):
-            for key in ("bootstrap_admin_password", "mqtt_username", "mqtt_password"):
+            for key in ("bootstrap_admin_password", "mqtt_username", "mqtt_password",
+                        "metrics_token"):
                 if data.get(key) == "":
                     data[key] = None
         return data

@@ -39,7 +39,8 @@ _RECORDED = (("uptime", "s"), ("heap_free", "By"), ("heap_min", "By"), ("flash_f
 
 class HealthSampler:
     def __init__(self, journal, uplink, clock, boot_count=1, resets_unexpected=0,
-                 link_probe=None, supply_probe=None, alarms=None, bootinfo=None):
+                 link_probe=None, supply_probe=None, alarms=None, bootinfo=None,
+                 errors=None):
         self.journal = journal
         self.uplink = uplink
         self.clock = clock
@@ -55,6 +56,10 @@ class HealthSampler:
         self.journaled = 0  # health samples kept in the journal while offline
         self.shed = 0  # ... and dropped because the journal's health share was full
         self.instruments = {}  # addr -> {"last_seen": ms, "battery": %}
+        # (instrument addr, reason) -> count: the gateway core's error counters
+        # (Gateway.errors), reported per instrument so the fleet can alert on
+        # repeated instrument errors
+        self.errors = errors if errors is not None else {}
 
     def instrument_seen(self, addr, battery=None, drift_ms=None, identity=None,
                         clock_set=None, **_ignored):
@@ -121,8 +126,21 @@ class HealthSampler:
             "last_error": self.last_error,
             "health_shed": self.shed,
             "alarms": sorted(k for k, v in self.alarms.items() if v),
-            "instruments": [dict(addr=a, **v) for a, v in self.instruments.items()],
+            "instruments": self._instruments(),
         }
+
+    def _instruments(self):
+        out = {}
+        for a, v in self.instruments.items():
+            out[a] = dict(addr=a, **v)
+        for (a, reason), n in self.errors.items():
+            if a is None:
+                continue
+            entry = out.get(a)
+            if entry is None:
+                entry = out[a] = {"addr": a}
+            entry.setdefault("errors", {})[reason] = n
+        return list(out.values())
 
     def payload(self):
         return json.dumps(self.sample(), separators=(",", ":")).encode()

@@ -79,12 +79,13 @@ class Runtime:
         self.core = Gateway(self.journal, self.uplink, self.clock, self.indicator)
         self.health = HealthSampler(self.journal, self.uplink, self.clock,
                                     link_probe=link_probe, supply_probe=supply_probe,
-                                    alarms=self.core.alarms, bootinfo=self.boot)
+                                    alarms=self.core.alarms, bootinfo=self.boot,
+                                    errors=self.core.errors)
         self.uplink.heartbeat = self.health.payload
         self.uplink.offline_heartbeat = self.health.journal_sample
         self.commands = CommandHandler(state_dir, self, self.clock)
         self.uplink.on_command = self._on_command
-        self.run_session = run_session
+        self.run_session = run_session  # (runtime, instrument config) -> coroutine
         self.reboot_fn = reboot
         self.trial_ms = trial_ms
         self.sync_every_ms = sync_every_ms

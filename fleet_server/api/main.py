@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from fleet_server.api.routes import api_router
+from fleet_server.api.routes import api_router, metrics
 from fleet_server.db import make_engine, session_factory
 from fleet_server.settings import Settings
 
@@ -35,4 +35,6 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.sessions = session_factory(engine)
     app.state.ingest_worker = None
     app.include_router(api_router, prefix=API_PREFIX)
+    # Prometheus scrapes /metrics by default (same route, same access rule)
+    app.include_router(metrics.root_router)
     return app

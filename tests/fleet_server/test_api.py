@@ -47,6 +47,9 @@ ALL = frozenset(Role)
 # feature, merged below): see test_every_route_is_in_the_table.
 ROUTES: dict[tuple[str, str], RouteSpec] = {
     ("GET", "/api/v1/readings"): RouteSpec(frozenset({Role.admin, Role.nurse, Role.technician})),
+    ("GET", "/api/v1/readings/{reading_id}/samples"): RouteSpec(
+        frozenset({Role.admin, Role.nurse, Role.technician}),
+        url="/api/v1/readings/1/samples", status=404),
     ("GET", "/api/v1/units"): RouteSpec(ALL),
     ("GET", "/api/v1/gateways"): RouteSpec(ALL),
     ("GET", "/api/v1/rejections"): RouteSpec(frozenset({Role.admin, Role.technician})),

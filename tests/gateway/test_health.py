@@ -65,7 +65,8 @@ def test_heartbeat_reports_oldest_unacked_age_drift_and_crash_free_time():
         clock = GatewayClock(source=lambda: now[0], synced=True)
         j = Journal(d + "/j")
         boot = BootInfo(d, now_ms=now[0])
-        s = HealthSampler(j, _Uplink(), clock, bootinfo=boot)
+        errors = {("C4:7C:8D:6A:11:02", "decode_error"): 2, ("AA:BB:CC:DD:EE:FF", "bad_record"): 1}
+        s = HealthSampler(j, _Uplink(), clock, bootinfo=boot, errors=errors)
         assert json.loads(s.payload())["journal_oldest_age_s"] == 0  # empty journal
         j.append(b'{"kind":"reading","rtime":5000000}')
         j.append(b'{"kind":"reading","rtime":5600000}')
@@ -75,6 +76,9 @@ def test_heartbeat_reports_oldest_unacked_age_drift_and_crash_free_time():
         assert h["journal_oldest_age_s"] == 900
         assert h["crash_free_s"] == 900 and h["boots"] == 1
         assert h["instruments"][0]["drift_ms"] == -31536000000
+        assert h["instruments"][0]["errors"] == {"decode_error": 2}
+        # an instrument with errors but never reached still shows them
+        assert h["instruments"][1] == {"addr": "AA:BB:CC:DD:EE:FF", "errors": {"bad_record": 1}}
         j.ack(1)
         assert json.loads(s.payload())["journal_oldest_age_s"] == 300
     finally:

@@ -9,10 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from devharness.stack import FleetStack
-from fleet_server.models import Reading
 from gateway.host.serial_port import BAUD_CYTON, BAUD_ONETOUCH, SerialPort
 from gateway.journal import Journal
 from gateway.serial_session import capture_ecg_strip, dump_onetouch, meter_iseq
@@ -20,9 +17,6 @@ from gateway.sim.serial_instruments import CytonSim, OneTouchSim
 from tests.integration.test_end_to_end import make_gateway, wait_async
 
 
-@pytest.mark.skipif(not hasattr(Reading, "ecg"),
-                    reason="readings.ecg column not in fleet_server/models.py yet "
-                           "(the storage change of the ECG upload)")
 def test_ecg_strip_from_a_pty_reaches_the_api_sample_for_sample(stack: FleetStack,
                                                                  tmp_path: Path) -> None:
     acc = stack.gateways[0]

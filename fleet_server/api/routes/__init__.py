@@ -2,8 +2,25 @@
 
 from fastapi import APIRouter
 
-from fleet_server.api.routes import auth, gateways, health, readings, rejections, units
+from fleet_server.api.routes import (
+    alerts,
+    auth,
+    commands,
+    encounters,
+    exports,
+    fleet,
+    gateways,
+    health,
+    instruments,
+    maintenance,
+    metrics,
+    places,
+    readings,
+    rejections,
+    units,
+)
 
 api_router = APIRouter()
-for module in (health, auth, readings, units, gateways, rejections):
+for module in (health, auth, encounters, readings, units, gateways, rejections, places,
+               instruments, maintenance, exports, fleet, alerts, commands, metrics):
     api_router.include_router(module.router)
