@@ -130,17 +130,21 @@ class HealthSampler:
         }
 
     def _instruments(self):
-        out = {}
+        # a list in first-seen order (MicroPython's dicts keep no order)
+        out = []
+        index = {}
         for a, v in self.instruments.items():
-            out[a] = dict(addr=a, **v)
-        for (a, reason), n in self.errors.items():
+            index[a] = len(out)
+            out.append(dict(addr=a, **v))
+        for (a, reason), n in sorted(self.errors.items(), key=lambda kv: str(kv[0])):
             if a is None:
                 continue
-            entry = out.get(a)
-            if entry is None:
-                entry = out[a] = {"addr": a}
-            entry.setdefault("errors", {})[reason] = n
-        return list(out.values())
+            i = index.get(a)
+            if i is None:
+                i = index[a] = len(out)
+                out.append({"addr": a})
+            out[i].setdefault("errors", {})[reason] = n
+        return out
 
     def payload(self):
         return json.dumps(self.sample(), separators=(",", ":")).encode()
