@@ -233,7 +233,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if not key:
         raise BuildError(f"no signing key: pass --key KEY.pem or set {bundle.KEY_ENV} "
                          "(make one with `python -m firmware.build keygen --out KEY.pem`)")
-    b = build(args.version, Path(args.out), Path(key), _trust_args(args.trust),
+    b = build(args.version, Path(args.out).resolve(), Path(key), _trust_args(args.trust),
               mpy_cross=args.mpy_cross)
     files = b.manifest["files"]
     assert isinstance(files, list)
