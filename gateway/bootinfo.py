@@ -15,7 +15,8 @@
 #   reboot), so a start after a kill or a power cut is `unexpected_exit`.
 # A first boot on a fresh filesystem is `first_boot`.
 import json
-import os
+
+from gateway.fsutil import atomic_write
 
 UNEXPECTED = ("watchdog", "brownout", "crash", "unexpected_exit")
 _FILE = "boot.json"
@@ -31,14 +32,7 @@ def _load(path):
 
 
 def _atomic_write(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj))
-        f.flush()
-        fsync = getattr(os, "fsync", None)
-        if fsync is not None:
-            fsync(f.fileno())
-    os.rename(tmp, path)
+    atomic_write(path, json.dumps(obj))
 
 
 class BootInfo:

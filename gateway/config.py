@@ -27,6 +27,8 @@ import json
 import os
 
 from device_drivers.quirks import QUIRKS
+from gateway.fsutil import exists as _exists
+from gateway.fsutil import sync
 
 TYPE_CHECKING = False  # mypy takes it as True: for the type comments only
 if TYPE_CHECKING:
@@ -310,23 +312,12 @@ def dumps(obj):
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def write_file(path, parts):
     """Write the byte strings `parts` to path and push them to flash."""
     with open(path, "wb") as f:
         for part in parts:
             f.write(part)
-        f.flush()
-        fsync = getattr(os, "fsync", None)
-        if fsync is not None:
-            fsync(f.fileno())
+        sync(f)
 
 
 class ConfigStore:

@@ -18,6 +18,9 @@
 import json
 import os
 
+from gateway.fsutil import exists as _exists
+from gateway.fsutil import sync as _sync
+
 
 class CursorError(ValueError):
     pass
@@ -33,24 +36,6 @@ class _OsFS:
 
     def remove(self, path):
         os.remove(path)
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _sync(f):
-    f.flush()
-    fsync = getattr(os, "fsync", None)
-    if fsync is not None:
-        try:
-            fsync(f.fileno())
-        except (AttributeError, OSError):
-            pass  # a test file object without a descriptor
 
 
 class Cursors:

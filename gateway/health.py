@@ -131,8 +131,8 @@ class HealthSampler:
 
     def _instruments(self):
         # a list in first-seen order (MicroPython's dicts keep no order)
-        out = []
-        index = {}
+        out = []  # type: list
+        index = {}  # type: dict
         for a, v in self.instruments.items():
             index[a] = len(out)
             out.append(dict(addr=a, **v))

@@ -28,6 +28,10 @@
 import os
 import struct
 
+from gateway.fsutil import atomic_write as _atomic_write
+from gateway.fsutil import exists as _exists
+from gateway.fsutil import sync as _sync
+
 try:
     from binascii import crc32
 except ImportError:  # pragma: no cover - CPython has it in binascii too
@@ -51,29 +55,6 @@ class JournalError(Exception):
 
 class JournalFull(JournalError):
     """Appending would exceed the journal's byte capacity."""
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _sync(f):
-    f.flush()
-    fsync = getattr(os, "fsync", None)
-    if fsync is not None:
-        fsync(f.fileno())
-
-
-def _atomic_write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        _sync(f)
-    os.rename(tmp, path)
 
 
 def _crc(kind, length, seq, payload):

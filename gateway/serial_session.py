@@ -63,7 +63,6 @@
 # glucometer never loads the ECG code into its heap.
 import gc
 import json
-import os
 
 from gateway import protocol
 
@@ -133,14 +132,9 @@ def load_cursors(path):
 
 def save_cursors(path, cursors):
     # Written then renamed: a power cut leaves the old cursors or the new.
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(cursors))
-        f.flush()
-        fsync = getattr(os, "fsync", None)
-        if fsync is not None:
-            fsync(f.fileno())
-    os.rename(tmp, path)
+    from gateway.fsutil import atomic_write  # only here: the ECG path is tight on heap
+
+    atomic_write(path, json.dumps(cursors))
 
 
 # --- ECG strip from an OpenBCI Cyton -----------------------------------------
