@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -63,7 +64,9 @@ def acl_text(gateways: Iterable[GatewayAccount], services: Iterable[ServiceAccou
 
 
 def _write_password_file(path: Path, users: Mapping[str, str]) -> None:
-    path.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{u}:{p}\n" for u, p in users.items()))
     os.chmod(path, 0o600)
     subprocess.run(["mosquitto_passwd", "-U", str(path)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -79,6 +82,13 @@ class Mosquitto:
     port: int = 0
     max_queued_messages: int = 1_000_000
     proc: subprocess.Popen[bytes] | None = None
+    # Files kept elsewhere (e.g. written afterwards by the fleet server,
+    # fleet_server/broker_accounts.py): the accounts above are written there
+    # at start-up, and `reload()` makes the broker read them again. A pid
+    # file is written by Mosquitto itself (`pid_file`).
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    pid_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +98,7 @@ class Mosquitto:
 
     @property
     def anonymous(self) -> bool:
-        return not (self.gateways or self.services)
+        return not (self.gateways or self.services or self.password_file)
 
     def _write_config(self) -> None:
         conf = [
@@ -105,14 +115,16 @@ class Mosquitto:
         ]
         if os.geteuid() == 0:
             conf.append("user root")
+        if self.pid_file is not None:
+            conf.append(f"pid_file {self.pid_file}")
         if self.anonymous:
             conf.append("allow_anonymous true")
         else:
             users = {s.username: s.password for s in self.services}
             users.update({g.gateway: g.password for g in self.gateways})
-            passwd = self.workdir / "passwd"
+            passwd = self.password_file or self.workdir / "passwd"
             _write_password_file(passwd, users)
-            acl = self.workdir / "acl"
+            acl = self.acl_file or self.workdir / "acl"
             acl.write_text(acl_text(self.gateways, self.services))
             conf += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}"]
         (self.workdir / "mosquitto.conf").write_text("\n".join(conf) + "\n")
@@ -133,6 +145,11 @@ class Mosquitto:
         """Stop gracefully (SIGTERM: the broker saves its persistent sessions)."""
         terminate(self.proc, timeout=10)
         self.proc = None
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password and ACL files again."""
+        assert self.proc is not None, "not started"
+        self.proc.send_signal(signal.SIGHUP)
 
     def restart(self, pause: float = 0.0) -> None:
         self.stop()

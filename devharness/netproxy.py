@@ -122,6 +122,11 @@ class LinkProxy:
 
     async def _shutdown(self) -> None:
         await self._drop_all()
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -129,6 +129,11 @@ class Gateway(Base):
     # with its history in gateway_state_changes.
     link_state: Mapped[str | None] = mapped_column(String(16))
     link_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Broker credentials issued by the API (broker_accounts.py): Mosquitto's
+    # `$7$` PBKDF2 hash of the password (never the password), when and by whom.
+    broker_password_hash: Mapped[str | None] = mapped_column(String(255))
+    credentials_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    credentials_issued_by: Mapped[str | None] = mapped_column(String(64))  # username
 
     unit: Mapped[Unit] = relationship(back_populates="gateways")
 

@@ -9,6 +9,7 @@ to load with a default secret or password.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     # giving an offline member of a shared group its turn of the messages, so
     # a worker that never returns delays 1/N of them until this expires (the
     # gateways re-send meanwhile): keep it to a restart's length.
-    mqtt_session_expiry: int = Field(default=3600, ge=0)
+    mqtt_session_expiry: int = Field(default=120, ge=0)
     # Shared-subscription group: workers of one group split the messages.
     ingest_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -118,6 +119,43 @@ class Settings(BaseSettings):
     # logistics users' tokens); None: users' tokens only.
     metrics_token: str | None = Field(default=None, min_length=16)
 
+    # --- gateway credentials on the broker (fleet_server/broker_accounts.py,
+    # docs/operations.md "Gateway credentials and the broker"). No password
+    # file: POST /gateways/{id}/credentials answers 503.
+    broker_password_file: Path | None = None  # Mosquitto's password_file
+    broker_acl_file: Path | None = None  # Mosquitto's acl_file (rewritten whole)
+    # How the broker is told to reload both (at most one): SIGHUP to the pid
+    # in this file, or this command (split like a shell would, run without
+    # one), e.g. `systemctl reload mosquitto`. Neither: the files change and
+    # the broker applies them at its next reload or restart.
+    broker_pid_file: Path | None = None
+    broker_reload_command: str | None = None
+    # Comma-separated broker users given read/write on the whole ummc/v1 tree
+    # in the generated ACL: the fleet's service accounts (ingest workers).
+    broker_service_users: str = Field(
+        default="", pattern=r"^\s*([A-Za-z0-9_.@-]+\s*(,\s*[A-Za-z0-9_.@-]+\s*)*)?$")
+    # Permissions of the written files: 0600, or 0640 when another user (the
+    # broker) reads them through the group (the files keep their group).
+    broker_file_mode: str = Field(default="0600", pattern=r"^0?[0-7][0-7]0$")
+    # PBKDF2-SHA512 iterations of new password hashes (Mosquitto's `$7$`).
+    broker_hash_iterations: int = Field(default=1000, ge=101, le=1_000_000)
+    # Where gateways reach the broker, as the technician's tool takes it
+    # (`mqtts://fleet.example.ma:8883`); None: mqtt://<mqtt_host>:<mqtt_port>.
+    broker_public_url: str | None = Field(
+        default=None, pattern=r"^mqtts?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
+
+    @property
+    def broker_service_user_list(self) -> list[str]:
+        return [u.strip() for u in self.broker_service_users.split(",") if u.strip()]
+
+    @model_validator(mode="after")
+    def _check_broker(self) -> Settings:
+        if self.broker_pid_file is not None and self.broker_reload_command:
+            raise ValueError("set UMMC_BROKER_PID_FILE or UMMC_BROKER_RELOAD_COMMAND, not both")
+        if (self.broker_password_file is None) != (self.broker_acl_file is None):
+            raise ValueError("UMMC_BROKER_PASSWORD_FILE and UMMC_BROKER_ACL_FILE go together")
+        return self
+
     @model_validator(mode="after")
     def _check_schedule(self) -> Settings:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -154,7 +192,8 @@ class Settings(BaseSettings):
         # UMMC_BOOTSTRAP_ADMIN_PASSWORD= (empty) disables the bootstrap admin.
         if isinstance(data, dict):
             for key in ("bootstrap_admin_password", "mqtt_username", "mqtt_password",
-                        "metrics_token"):
+                        "metrics_token", "broker_password_file", "broker_acl_file",
+                        "broker_pid_file", "broker_reload_command", "broker_public_url"):
                 if data.get(key) == "":
                     data[key] = None
         return data

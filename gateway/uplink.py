@@ -16,12 +16,19 @@
 # The MQTT client object is made once by `client_factory` and reconnected in
 # place, so its persistent session keeps QoS 1 retransmission state.
 import asyncio
+import gc
 import os
+import sys
 
 from gateway import protocol
 from gateway.indicator import Indicator
 from gateway.journal import JournalError
 from gateway.mqtt import ConnectionLost, MQTTError
+
+# A microcontroller's heap is small and fragmented: batches of 4 KB there
+# (an ECG strip, larger, always goes alone), 8 KB on a host.
+_SMALL_HEAP = sys.implementation.name == "micropython"
+DEFAULT_BATCH_BYTES = 4096 if _SMALL_HEAP else protocol.MAX_BATCH_BYTES
 
 
 def _jitter(ms):
@@ -33,7 +40,7 @@ def _jitter(ms):
 class Uplink:
     def __init__(self, journal, client, unit, gateway, clock, indicator=None,
                  birth=None, window=4, batch_records=protocol.MAX_RECORDS_PER_BATCH,
-                 batch_bytes=protocol.MAX_BATCH_BYTES, resend_after_ms=30000,
+                 batch_bytes=DEFAULT_BATCH_BYTES, resend_after_ms=30000,
                  backoff_min_ms=1000, backoff_max_ms=60000, clock_slew_ms=2000,
                  heartbeat=None, heartbeat_ms=60000):
         self.journal = journal
@@ -72,6 +79,7 @@ class Uplink:
         self._last_progress_ms = 0
         self._publishing = 0  # data publishes awaiting their PUBACK
         self._publish_tasks = []  # their tasks (kept referenced while they run)
+        self._resend_now = False
 
     def topic(self, leaf):
         return protocol.topic(self.unit, self.gateway, leaf)
@@ -93,15 +101,24 @@ class Uplink:
         gateway looking alive while nothing is delivered)."""
         delay = self.backoff_min_ms
         while not self._stop:
+            failed = True
             try:
                 await self._session()
+                failed = False
             except (OSError, MQTTError, asyncio.TimeoutError) as e:
                 # (MicroPython's asyncio.TimeoutError is not an OSError)
                 self.stats["link_errors"] += 1
                 self.indicator.error("uplink", type(e).__name__)
-            except Exception as e:  # a bug: keep the gateway delivering anyway
+            except Exception as e:  # a bug, or MemoryError: keep the gateway delivering
                 self.stats["session_errors"] += 1
                 self.indicator.error("uplink", "unexpected %s: %s" % (type(e).__name__, e))
+            if failed and self.client.is_connected:
+                # The session ended on an error while the link was up: close
+                # it, or the next connect() finds it "already connected".
+                try:
+                    self.client.abort()
+                except Exception:  # closing is best effort
+                    pass
             if self.connected:
                 # It was up: the next attempt starts from the shortest backoff.
                 self.connected = False
@@ -189,6 +206,13 @@ class Uplink:
                 self.stats["heartbeats"] += 1
             j = self.journal
             self._outstanding = [b for b in self._outstanding if b[0] > j.acked]
+            if self._resend_now:
+                # A batch failed to go out while the link stayed up: send
+                # everything unacked again now, not after resend_after_ms.
+                self._resend_now = False
+                self._sent_upto = j.acked
+                self._outstanding = []
+                self._urgent_sent = set()
             if self._outstanding and now - self._last_progress_ms > self.resend_after_ms:
                 # The server has not moved the ack: send everything unacked again.
                 self.stats["resends"] += 1
@@ -225,6 +249,8 @@ class Uplink:
         256 kbit/s with 150 ms latency, bench/drain.py). Order is kept: the
         client sends publishes in the order they are started."""
         j = self.journal
+        if _SMALL_HEAP:
+            gc.collect()  # room for the batch in one block
         msg = protocol.data_message(j.jid, j.first_unacked, now, records)
         if not self._outstanding:
             self._last_progress_ms = now
@@ -243,9 +269,10 @@ class Uplink:
             # The link dropped: the session ends and everything unacked is
             # sent again after the reconnect.
             pass
-        except Exception as e:  # a bug: counted and shown, the uplink goes on
+        except Exception as e:  # a bug or MemoryError: counted, shown, re-sent
             self.stats["session_errors"] += 1
             self.indicator.error("uplink", "unexpected %s: %s" % (type(e).__name__, e))
+            self._resend_now = True
         finally:
             self._publishing -= 1
             self._wake.set()

@@ -90,6 +90,8 @@ def build_parser(m: Messages) -> argparse.ArgumentParser:
     pr.add_argument("--no-label", action="store_true", help=t("help_no_label"))
     pr.add_argument("--accounts-dir", type=Path, default=Path("accounts"),
                     help=t("help_accounts_dir"))
+    pr.add_argument("--fleet-url", help=t("help_fleet_url"))
+    pr.add_argument("--fleet-token", help=t("help_fleet_token"))
 
     pa = sub.add_parser("pair", parents=[where], help=t("help_pair"), description=t("help_pair"))
     pa.add_argument("--ble", help=t("help_ble"))
@@ -144,7 +146,8 @@ def _dispatch(args: argparse.Namespace, console: Console, ble: pair.BleFactory |
                              new_password=args.new_password, version=args.config_version,
                              label_dir=None if args.no_label else args.label_dir,
                              accounts_dir=args.accounts_dir, restart=restart, ca=args.ca,
-                             client_cert=args.client_cert, client_key=args.client_key)
+                             client_cert=args.client_cert, client_key=args.client_key,
+                             fleet_url=args.fleet_url, fleet_token=args.fleet_token)
     if args.command == "pair":
         factory = ble if ble is not None else (pair.ble_from_spec(args.ble) if args.ble else None)
         return pair.run(console, target, ble=factory, scan_seconds=args.scan_seconds,
@@ -195,6 +198,8 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         if args.command is None:
             parser.print_help(out)
             return Exit.USAGE
+        if args.command == "provision" and not args.fleet_token:
+            args.fleet_token = env.get("UMMC_FLEET_TOKEN")  # kept off the command line
         code = _dispatch(args, console, ble)
     except _UsageError as e:
         console.error("usage", detail=e.detail, prog=PROG)

@@ -217,6 +217,56 @@ CATALOG: dict[str, tuple[str, str, str]] = {
         "  يقوم بتسجيله بالأوامر:",
         "  Account to hand to the fleet administrator: {path}\n"
         "  They register it with:"),
+    "password_issued": (
+        "  Mot de passe du broker : délivré par le serveur de flotte, qui connaît déjà la "
+        "passerelle (aucun fichier à transmettre).",
+        "  كلمة مرور الوسيط: صادرة عن خادم الأسطول الذي يعرف البوابة مسبقا (لا ملف لتسليمه).",
+        "  Broker password: issued by the fleet server, which already knows the gateway "
+        "(no file to hand over)."),
+    "fleet_registered": (
+        "  Passerelle {gateway} enregistrée à l'unité {unit} sur le serveur de flotte.",
+        "  تم تسجيل البوابة {gateway} في الوحدة {unit} لدى خادم الأسطول.",
+        "  Gateway {gateway} registered to unit {unit} on the fleet server."),
+    "fleet_not_reloaded": (
+        "  ATTENTION : le broker n'a pas été rechargé ; le mot de passe marchera après son "
+        "prochain rechargement (prévenez l'administrateur).",
+        "  تنبيه: لم تتم إعادة تحميل الوسيط؛ ستعمل كلمة المرور بعد إعادة تحميله القادمة "
+        "(أخبر المسؤول).",
+        "  WARNING: the broker was not reloaded; the password works after its next reload "
+        "(tell the administrator)."),
+    "fleet_or_password": (
+        "--fleet-url et --password s'excluent : le serveur de flotte délivre le mot de passe.",
+        "‎--fleet-url‎ و ‎--password‎ لا يجتمعان: خادم الأسطول هو من يصدر كلمة المرور.",
+        "--fleet-url and --password exclude each other: the fleet server issues the "
+        "password."),
+    "fleet_needs_token": (
+        "--fleet-url demande un jeton : --fleet-token JETON (ou la variable UMMC_FLEET_TOKEN).",
+        "‎--fleet-url‎ يحتاج رمزا: ‎--fleet-token JETON‎ (أو المتغير UMMC_FLEET_TOKEN).",
+        "--fleet-url needs a token: --fleet-token TOKEN (or the UMMC_FLEET_TOKEN variable)."),
+    "bad_fleet_url": (
+        "Adresse du serveur de flotte invalide : {url} (attendu https://hôte ou http://hôte)",
+        "عنوان خادم الأسطول غير صالح: {url} (المطلوب https://host أو http://host)",
+        "Bad fleet server address: {url} (expected https://host or http://host)"),
+    "fleet_unreachable": (
+        "Serveur de flotte {url} injoignable : {detail}",
+        "لا يمكن الوصول إلى خادم الأسطول {url}: {detail}",
+        "Fleet server {url} unreachable: {detail}"),
+    "fleet_token_refused": (
+        "Le serveur de flotte refuse le jeton (expiré ou faux) : demandez-en un nouveau.",
+        "خادم الأسطول يرفض الرمز (منتهي الصلاحية أو خاطئ): اطلب رمزا جديدا.",
+        "The fleet server refuses the token (expired or wrong): get a new one."),
+    "fleet_forbidden": (
+        "Votre compte sur le serveur de flotte ne peut pas délivrer d'identifiants ({detail}).",
+        "حسابك لدى خادم الأسطول لا يسمح بإصدار بيانات الدخول ({detail}).",
+        "Your fleet server account may not issue credentials ({detail})."),
+    "fleet_refused": (
+        "Le serveur de flotte refuse : {detail}",
+        "خادم الأسطول يرفض: {detail}",
+        "The fleet server refuses: {detail}"),
+    "fleet_error": (
+        "Erreur du serveur de flotte (HTTP {status}) : {detail}",
+        "خطأ في خادم الأسطول (HTTP {status}): {detail}",
+        "Fleet server error (HTTP {status}): {detail}"),
     "tls_needs_ca": (
         "TLS : il faut le certificat CA du broker de la flotte (--ca FICHIER.pem).",
         "TLS: يلزم شهادة CA لوسيط الأسطول (‎--ca FICHIER.pem‎).",
@@ -598,6 +648,14 @@ CATALOG: dict[str, tuple[str, str, str]] = {
         "mot de passe de la passerelle sur le broker (sinon gardé ou généré)",
         "كلمة مرور البوابة لدى الوسيط (وإلا يُحتفظ بها أو تُولّد)",
         "the gateway's broker password (else kept or generated)"),
+    "help_fleet_url": (
+        "serveur de flotte (https://hôte) qui délivre le mot de passe de la passerelle",
+        "خادم الأسطول (https://host) الذي يصدر كلمة مرور البوابة",
+        "fleet server (https://host) that issues the gateway's password"),
+    "help_fleet_token": (
+        "jeton d'accès au serveur de flotte (sinon $UMMC_FLEET_TOKEN)",
+        "رمز الدخول إلى خادم الأسطول (وإلا ‎$UMMC_FLEET_TOKEN‎)",
+        "fleet server access token (else $UMMC_FLEET_TOKEN)"),
     "help_new_password": (
         "générer un nouveau mot de passe",
         "توليد كلمة مرور جديدة",

@@ -9,14 +9,21 @@ the gateway's own broker credentials (username = gateway id). The version
 goes up by one. It is validated BEFORE anything is written, then written
 atomically (configio.save).
 
-Credentials: the fleet server has no API route that issues gateway
-credentials (fleet_server/api/routes: none; `python -m fleet_server register`
-creates the unit and gateway records, and the broker's password file is
-separate). So unless --password is given, the tool keeps the password
-already on the gateway (same gateway id) or generates a strong one, and
-writes an account file (mode 0600) in the shape `fleet_server register`
-and devharness/accounts.py use, and prints the two commands the fleet's
-administrator runs with it.
+Credentials, two ways:
+- from the fleet server (--fleet-url URL --fleet-token TOKEN, or
+  $UMMC_FLEET_TOKEN): everything given is validated first, then the tool
+  asks `POST /api/v1/gateways/<gateway>/credentials {unit}`; the server
+  registers the gateway if it is new, issues a new password (a rotation when
+  it had one), writes the broker's files and reloads it, and answers with
+  the password and where gateways reach the broker (used unless --broker is
+  given). Nothing is left for the administrator to do. A refusal ends with
+  exit code 6 (the unit or gateway is wrong: 409, 422) or 7 (the fleet server
+  unreachable, the token or its role refused, the broker not updated);
+- offline: unless --password is given, the tool keeps the password already
+  on the gateway (same gateway id) or generates a strong one, and writes an
+  account file (mode 0600) in the shape `fleet_server register` and
+  devharness/accounts.py use, and prints the two commands the fleet's
+  administrator runs with it.
 
 With TLS (`mqtts://`) the gateway needs the fleet broker's CA certificate
 in `ca.pem` beside its config (firmware/board/ummc_main.py refuses to
@@ -33,9 +40,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from firmware.tool import configio, label
 from firmware.tool.console import Console
@@ -117,6 +126,77 @@ def build_doc(current: dict[str, Any] | None, *, unit: str | None, gateway: str 
     return doc, how
 
 
+FLEET_TIMEOUT_S = 20
+# Stands in for the broker while the rest of the configuration is checked,
+# before the fleet server is asked (it gives the real one).
+_STAND_IN_BROKER = "mqtt://fleet.invalid"
+
+
+def _http_detail(body: bytes) -> str:
+    """The API's error text: `detail` as a string, or each `loc: msg` of a 422."""
+    try:
+        detail = json.loads(body)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace").strip()[:200] or "-"
+    if isinstance(detail, list):
+        parts = []
+        for e in detail:
+            if isinstance(e, dict):
+                loc = ".".join(str(x) for x in e.get("loc", ())[1:] or e.get("loc", ()))
+                parts.append(f"{loc}: {e.get('msg')}")
+        return "; ".join(parts) or "-"
+    return str(detail)
+
+
+def request_credentials(fleet_url: str, token: str, *, gateway: str,
+                        unit: str) -> dict[str, Any]:
+    """The fleet server's answer to POST /gateways/<gateway>/credentials
+    (gateway, unit, username, password, broker {host, port, tls},
+    registered, reloaded), or ToolError."""
+    parts = urlsplit(fleet_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ToolError(Exit.USAGE, "bad_fleet_url", url=fleet_url)
+    url = f"{fleet_url.rstrip('/')}/api/v1/gateways/{quote(gateway, safe='')}/credentials"
+    req = urllib.request.Request(url, data=json.dumps({"unit": unit}).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json",
+                                          "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=FLEET_TIMEOUT_S) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as e:
+        detail = _http_detail(e.read())
+        if e.code == 401:
+            raise ToolError(Exit.BROKER_UNREACHABLE, "fleet_token_refused") from None
+        if e.code == 403:
+            raise ToolError(Exit.BROKER_UNREACHABLE, "fleet_forbidden", detail=detail) from None
+        if e.code in (409, 422):
+            raise ToolError(Exit.CONFIG_INVALID, "fleet_refused", detail=detail) from None
+        raise ToolError(Exit.BROKER_UNREACHABLE, "fleet_error", status=e.code,
+                        detail=detail) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ToolError(Exit.BROKER_UNREACHABLE, "fleet_unreachable", url=fleet_url,
+                        detail=str(reason)) from None
+    try:
+        doc = json.loads(body)
+        broker = doc["broker"]
+        ok = (isinstance(doc["password"], str) and doc["gateway"] == gateway
+              and isinstance(broker["host"], str) and isinstance(broker["port"], int)
+              and isinstance(broker["tls"], bool))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ToolError(Exit.BROKER_UNREACHABLE, "fleet_error", status=200,
+                        detail="unexpected answer")
+    result: dict[str, Any] = doc
+    return result
+
+
+def broker_url(broker: dict[str, Any]) -> str:
+    return f"{'mqtts' if broker['tls'] else 'mqtt'}://{broker['host']}:{broker['port']}"
+
+
 def write_account_file(directory: Path, unit: str, gateway: str, password: str) -> Path:
     """`<dir>/<gateway>.account.json`, mode 0600, in the shape
     `python -m fleet_server register --accounts` reads (passwords ignored there)."""
@@ -146,17 +226,37 @@ def run(console: Console, target: Target, *, unit: str | None, gateway: str | No
         network: dict[str, Any] | None, broker: str | None, password: str | None,
         new_password: bool, version: int | None, label_dir: Path | None,
         accounts_dir: Path, restart: bool, ca: Path | None = None,
-        client_cert: Path | None = None, client_key: Path | None = None) -> Exit:
+        client_cert: Path | None = None, client_key: Path | None = None,
+        fleet_url: str | None = None, fleet_token: str | None = None) -> Exit:
     if (client_cert is None) != (client_key is None):
         raise ToolError(Exit.USAGE, "cert_and_key")
+    if fleet_url is not None:
+        if password is not None:
+            raise ToolError(Exit.USAGE, "fleet_or_password")
+        if not fleet_token:
+            raise ToolError(Exit.USAGE, "fleet_needs_token")
     pems = {"ca.pem": read_pem(ca, "CA"), "client.pem": read_pem(client_cert, "certificate"),
             "client.key": read_pem(client_key, "key")}
+    issued: dict[str, Any] | None = None
     target.open(hold=True)
     try:
         current = configio.read_doc(target)
+        if fleet_url is not None and fleet_token:
+            # Everything else is checked before the fleet server issues anything.
+            trial, _ = build_doc(current, unit=unit, gateway=gateway, network=network,
+                                 broker=broker or _STAND_IN_BROKER,
+                                 password=generate_password(), new_password=True,
+                                 version=version)
+            first = configio.check(trial)
+            issued = request_credentials(fleet_url, fleet_token, gateway=first["gateway"],
+                                         unit=first["unit"])
+            broker = broker or broker_url(issued["broker"])
+            password = issued["password"]
         doc, how = build_doc(current, unit=unit, gateway=gateway, network=network,
                              broker=broker, password=password, new_password=new_password,
                              version=version)
+        if issued is not None:
+            how = "issued"
         cfg = configio.check(doc)  # nothing is written before this passes
         if cfg["uplink"]["tls"] and pems["ca.pem"] is None and target.read("ca.pem") is None:
             raise ToolError(Exit.CONFIG_INVALID, "tls_needs_ca")
@@ -186,6 +286,12 @@ def run(console: Console, target: Target, *, unit: str | None, gateway: str | No
         console.raw(f"    mosquitto_passwd /etc/mosquitto/passwd {cfg['gateway']}")
     elif how == "kept":
         console.say("password_kept")
+    elif issued is not None:
+        console.say("password_issued")
+        if issued.get("registered"):
+            console.say("fleet_registered", gateway=cfg["gateway"], unit=cfg["unit"])
+        if not issued.get("reloaded", True):
+            console.say("fleet_not_reloaded")
     if label_dir is not None:
         png = label.save_label(cfg["unit"], cfg["gateway"], label_dir)
         console.say("label_saved", path=str(png))

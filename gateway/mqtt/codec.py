@@ -177,13 +177,20 @@ def _packet_id(packet_id):  # type: (int) -> bytes
 
 
 def _packet(first, *parts):  # type: (int, bytes | bytearray) -> bytearray
+    # One allocation of the exact size: growing a bytearray part by part
+    # reallocates it, and an 8 KB PUBLISH needs several contiguous blocks
+    # that a fragmented microcontroller heap may not have.
     n = 0
     for part in parts:
         n += len(part)
-    out = bytearray((first,))
-    out += encode_remaining_length(n)
+    rl = encode_remaining_length(n)
+    out = bytearray(1 + len(rl) + n)
+    out[0] = first
+    i = 1 + len(rl)
+    out[1:i] = rl
     for part in parts:
-        out += part
+        out[i:i + len(part)] = part
+        i += len(part)
     return out
 
 

@@ -6,6 +6,7 @@ from fleet_server.api.routes import (
     alerts,
     auth,
     commands,
+    credentials,
     encounters,
     exports,
     fleet,
@@ -22,5 +23,6 @@ from fleet_server.api.routes import (
 
 api_router = APIRouter()
 for module in (health, auth, encounters, readings, units, gateways, rejections, places,
-               instruments, maintenance, exports, fleet, alerts, commands, metrics):
+               instruments, maintenance, exports, fleet, alerts, commands, metrics,
+               credentials):
     api_router.include_router(module.router)
