@@ -18,11 +18,9 @@ The heap is capped like a board's: APP_HEAP free for the application plus
 what the application's bytecode takes once imported, measured in the same
 runtime (every module of the image, the worst case): a board freezes its
 bytecode in flash, where it takes no heap; the Unix port cannot (tests/
-integration/test_micropython_slice.py does the same). An ESP32 without PSRAM
-has about 100 KB once BLE is up; APP_HEAP is 200 KB because below that the
-uplink runs out of memory while a glucose meter downloads and a backlog
-drains (an 8 KB data batch cannot be allocated in the fragmented heap;
-measured, docs/virtual_gateway.md, "Heap").
+integration/test_micropython_slice.py does the same). APP_HEAP is what an
+ESP32 without PSRAM has once BLE is up, about 100 KB (docs/virtual_gateway.md,
+"Heap").
 CPython; see docs/virtual_gateway.md.
 """
 
@@ -41,7 +39,7 @@ from firmware.image import REPO, compile_file, image_files, image_path
 
 RESET_EXIT = 75
 BOARD_FREE_HEAP = 100 * 1024  # an ESP32 without PSRAM, BLE up
-APP_HEAP = 200 * 1024  # what the gateway needs today (see the module header)
+APP_HEAP = BOARD_FREE_HEAP  # an ESP32's budget (see the module header)
 BOOT = "import boot\nimport main\n"
 # Board modules the Unix port cannot import (they need `machine`, `network`,
 # `bluetooth`) or that run at import (boot.py, main.py).
