@@ -8,7 +8,7 @@
 # shares the same stamping and journaling. Decoding errors are counted per
 # instrument and shown on the indicator; they never stop the loop, and the
 # readings beside them go on. Adapters (radio, UART, MQTT) are passed in.
-from device_drivers import gatt, quirks, reading
+from device_drivers import reading
 from gateway import protocol
 from gateway.journal import KIND_READING, URGENT, JournalFull
 
@@ -48,6 +48,10 @@ class Gateway:
             self._count(inst.get("addr"), "unsupported_characteristic")
             self.indicator.error(inst.get("addr"), "unsupported characteristic 0x%04X" % uuid16)
             return None
+        # Loaded on the first BLE value: a gateway with only serial
+        # instruments never holds the GATT decoders in its heap.
+        from device_drivers import gatt, quirks
+
         try:
             q = quirks.quirks_for(inst.get("mfr"), inst.get("model"), extra_quirks)
             decoded = gatt.decode(uuid16, quirks.fix_bytes(uuid16, data, q))
