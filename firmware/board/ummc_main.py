@@ -205,7 +205,7 @@ async def main(app):
     indicator = b.indicator(cfg)
     net = b.network(cfg["network"], indicator)
 
-    from inst_sessions import Sessions
+    from gateway.sessions import Sessions
 
     sessions = Sessions(b.state, ble=b.ble, serial=b.serial)
     app.fw = firmware_version()

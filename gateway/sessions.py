@@ -1,7 +1,9 @@
-# One instrument session, as gateway/runtime.py's `run_session(rt, inst)`:
-# the board's adapters in (`ble(inst)` -> a BLE central adapter kept for the
-# instrument's life, `serial(inst)` -> a serial adapter opened per session),
-# the portable sessions out (gateway/ble_session.py, gateway/serial_session.py).
+# Instrument sessions and their sync cursors, as gateway/runtime.py's
+# `run_session(rt, inst)`, shared by the firmware (firmware/board/ummc_main.py)
+# and the Linux-class gateway (gateway/host/run.py): the platform's adapters
+# in (`ble(inst)` -> a BLE central adapter kept for the instrument's life,
+# `serial(inst)` -> a serial adapter opened per session), the portable
+# sessions out (gateway/ble_session.py, gateway/serial_session.py).
 #
 #   BLE glucose        one incremental RACP download per call (cursor in
 #                      cursors.json); the runtime calls again every 15 min or
