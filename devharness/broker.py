@@ -5,6 +5,9 @@ port with a generated configuration, a password file (hashed by
 `mosquitto_passwd -U`) and an ACL that lets each gateway publish and read only
 its own topic subtree (see docs/protocol.md, "Security").
 
+Optionally a second listener speaks TLS (`enable_tls`, certificates from
+devharness/tlscerts.py) beside the plain one, with the same accounts and ACL.
+
 Facts this relies on (../shared/design/FIELD-NOTES.md): the default
 `max_queued_messages 1000` drops QoS 1 messages for a lagging subscriber, so
 it is raised; persistence needs `user root` when running as root.
@@ -89,6 +92,12 @@ class Mosquitto:
     password_file: Path | None = None
     acl_file: Path | None = None
     pid_file: Path | None = None
+    # A TLS listener on `tls_port` as well when a certificate is set
+    # (`enable_tls`); the plain listener on `port` stays.
+    tls_port: int = 0
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_cafile: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +136,22 @@ class Mosquitto:
             acl = self.acl_file or self.workdir / "acl"
             acl.write_text(acl_text(self.gateways, self.services))
             conf += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}"]
+        if self.tls_certfile is not None:
+            # Last: the lines after `listener` belong to that listener.
+            conf += [f"listener {self.tls_port} 127.0.0.1",
+                     f"certfile {self.tls_certfile}", f"keyfile {self.tls_keyfile}"]
+            if self.tls_cafile is not None:
+                conf.append(f"cafile {self.tls_cafile}")
         (self.workdir / "mosquitto.conf").write_text("\n".join(conf) + "\n")
+
+    def enable_tls(self, certfile: Path, keyfile: Path, cafile: Path | None = None,
+                   port: int = 0) -> Mosquitto:
+        """Add a TLS listener (on `port`, or a free one: `tls_port`). Takes
+        effect at the next start (or restart)."""
+        self.tls_certfile, self.tls_keyfile, self.tls_cafile = certfile, keyfile, cafile
+        self.tls_port = port or self.tls_port or free_port()
+        self._write_config()
+        return self
 
     def start(self) -> Mosquitto:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -135,6 +159,8 @@ class Mosquitto:
                           self.workdir / "mosquitto.log")
         try:
             wait_for_port(self.port, timeout=10)
+            if self.tls_certfile is not None:
+                wait_for_port(self.tls_port, timeout=10)
         except TimeoutError:
             self.stop()
             raise RuntimeError("mosquitto did not start; see "
