@@ -270,18 +270,21 @@ class Runtime:
                 self.boot.mark_clean()
 
 
-def make_mqtt_client(cfg, ssl_context=None):
-    """The project's MQTT client for a config: persistent session, the
-    retained `offline` state as last will, the gateway's own credentials.
-    With `uplink.tls` an SSL context must be given (the board's or the host's
-    CA bundle), or it refuses to connect in clear."""
-    from gateway.mqtt import MQTTClient
+def make_mqtt_client(cfg, ssl_context=None, client_class=None):
+    """The MQTT client for a config: persistent session, the retained
+    `offline` state as last will, the gateway's own credentials. With
+    `uplink.tls` an SSL context must be given (the board's or the host's CA
+    bundle), or it refuses to connect in clear. `client_class`: the project's
+    client (default, the only one on a board) or a class with the same
+    interface, e.g. gateway.host.mqtt_paho.PahoMQTTClient on a host."""
+    if client_class is None:
+        from gateway.mqtt import MQTTClient as client_class
 
     up = cfg["uplink"]
     if up["tls"] and ssl_context is None:
         raise ValueError("uplink.tls is on: give the TLS context (CA certificate) to use")
     port = up["broker_port"] or (8883 if up["tls"] else 1883)
-    return MQTTClient(cfg["gateway"], up["broker_host"], port,
+    return client_class(cfg["gateway"], up["broker_host"], port,
                       username=up["username"] or cfg["gateway"], password=up["password"],
                       keepalive=up["keepalive_s"], clean_session=False,
                       will=(protocol.topic(cfg["unit"], cfg["gateway"], "state"),

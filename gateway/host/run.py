@@ -162,12 +162,18 @@ def open_serial(inst: dict[str, Any]) -> Any:
 
 
 async def run(state: str, ble_spec: str, ca: str | None,
-              out: Callable[[str], None] = print) -> int:
+              out: Callable[[str], None] = print, mqtt: str = "own") -> int:
     host_ble = HostBle(ble_spec, state) if ble_spec != "none" else None
     sessions = Sessions(state, ble=host_ble.make if host_ble else None, serial=open_serial)
     # Runtime loads the config (ConfigError: not provisioned or bad) and
     # rolls back a trial a crash interrupted.
-    rt = Runtime(state, lambda c: make_mqtt_client(c, tls_context(c, ca)), fw=fw_version(),
+    client_class = None
+    if mqtt == "paho":
+        from gateway.host.mqtt_paho import PahoMQTTClient
+
+        client_class = PahoMQTTClient
+    rt = Runtime(state, lambda c: make_mqtt_client(c, tls_context(c, ca), client_class),
+                 fw=fw_version(),
                  clock=GatewayClock(synced=clock_synchronized()),
                  indicator=ConsoleIndicator(_gateway_name(state), out=out),
                  run_session=sessions, link_probe=link_probe)
@@ -203,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="bumble HCI transport (e.g. usb:0), or none (default)")
     p.add_argument("--ca", default=None,
                    help="CA certificate(s) for the broker (uplink.tls); default: the system's")
+    p.add_argument("--mqtt", choices=("own", "paho"), default="own",
+                   help="MQTT client: the project's own (as on the boards) or paho-mqtt "
+                        "(docs/mqtt_clients.md)")
     args = p.parse_args(argv)
     try:
         return asyncio.run(run(args.state, args.ble, args.ca,
-                               out=lambda s: print(s, flush=True)))
+                               out=lambda s: print(s, flush=True), mqtt=args.mqtt))
     except ConfigError as e:
         print("ummc gateway: %s (provision %s/config.json first: docs/gateway.md)"
               % (e, args.state), file=sys.stderr, flush=True)

@@ -136,7 +136,9 @@ def test_a_reboot_command_exits_75_for_systemd_and_the_next_start_is_clean(
         stack: FleetStack, tmp_path: Path) -> None:
     acc = stack.gateways[0]
     state = tmp_path / "state"
-    argv = [sys.executable, "-m", "gateway.host.run", "--state", str(state), "--ble", "none"]
+    # this one runs over paho-mqtt (the other, over the project's own client)
+    argv = [sys.executable, "-m", "gateway.host.run", "--state", str(state), "--ble", "none",
+            "--mqtt", "paho"]
 
     def online() -> bool:
         return any(g["gateway"] == acc.gateway and g["state"] == "online"
