@@ -115,6 +115,31 @@ def config_doc(acc: GatewayAccount, broker_host: str, broker_port: int,
     return doc
 
 
+def provision_with_tool(target: VirtualTarget | BoardTarget, acc: GatewayAccount,
+                        broker_host: str, broker_port: int, label_dir: Path,
+                        network: dict[str, Any] | None = None) -> None:
+    """Provision as a technician does (docs/technician.md): the
+    `ummc-gateway provision` command, on the virtual gateway's flash or the
+    board's serial port. Checks it exits 0 and leaves the QR label."""
+    from firmware.tool.cli import main as tool
+
+    where = (["--virtual", str(target.flash)] if isinstance(target, VirtualTarget)
+             else ["--port", target.port])
+    net = network or {"mode": "host"}
+    args = ["--lang", "en", "provision", *where, "--unit", acc.unit, "--gateway", acc.gateway,
+            "--broker", f"mqtt://{broker_host}:{broker_port}", "--password", acc.password,
+            "--label-dir", str(label_dir)]
+    if net.get("wifi_ssid"):
+        args += ["--wifi-ssid", net["wifi_ssid"], "--wifi-password", net.get("wifi_password", "")]
+    else:
+        args += ["--network", net["mode"]]
+    if isinstance(target, VirtualTarget):
+        args.append("--no-restart")  # it is waiting for its config: no reset needed
+    rc = tool(args)
+    assert rc == 0, f"ummc-gateway provision exited {rc}"
+    assert list(label_dir.glob("*.png")), "no QR label saved"
+
+
 class VirtualTarget:
     """The virtual gateway on the bench."""
 

@@ -7,16 +7,24 @@ reporting, with its crash record readable from the fleet."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from devharness.broker import GatewayAccount
-from hil_tests.bench import Fleet, VirtualTarget, config_doc, needs_bench, wait_for
+from hil_tests.bench import (
+    Fleet,
+    VirtualTarget,
+    config_doc,
+    needs_bench,
+    provision_with_tool,
+    wait_for,
+)
 from hil_tests.conftest import MakeTarget
 
 
 def test_first_boot_waits_for_provisioning_then_reports_to_the_fleet(
         make_target: MakeTarget, fleet: Fleet, account: GatewayAccount,
-        broker_host: str, network: dict[str, Any]) -> None:
+        broker_host: str, network: dict[str, Any], tmp_path: Path) -> None:
     target = make_target()
     gw = account.gateway
     if isinstance(target, VirtualTarget):
@@ -28,9 +36,9 @@ def test_first_boot_waits_for_provisioning_then_reports_to_the_fleet(
         assert target.gw.running and target.gw.restarts == 0
         assert fleet.gateway(gw)["state"] is None  # never heard of it yet
 
-    target.provision(config_doc(account, broker_host, fleet.broker_port, network=network))
-    if not isinstance(target, VirtualTarget):
-        target.start()  # the tool resets the board after provisioning
+    # The technician's step (docs/technician.md): `ummc-gateway provision`.
+    provision_with_tool(target, account, broker_host, fleet.broker_port, tmp_path / "labels",
+                        network=network)
 
     g = wait_for("the gateway online at the fleet",
                  lambda: (lambda g: g if g["state"] == "online" and g["health"] else None)(
