@@ -419,6 +419,61 @@ class Command(Base):
     gateway: Mapped[Gateway] = relationship()
 
 
+class FirmwareBundle(Base):
+    """A signed firmware bundle uploaded for OTA (fleet_server/firmware_store.py)."""
+
+    __tablename__ = "firmware_bundles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), unique=True)  # MAJOR.MINOR.PATCH
+    sha256: Mapped[str] = mapped_column(String(64))  # of the .ummc file
+    size: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(16))  # the release key that signed it
+    commit: Mapped[str | None] = mapped_column(String(64))
+    built_ms: Mapped[int | None] = mapped_column(BigInteger)  # manifest `created`
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    uploaded_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class FirmwareRollout(Base):
+    """An OTA rollout of one bundle to a set of gateways: `ota` commands, the
+    first `canary` of them at once, the rest when released."""
+
+    __tablename__ = "firmware_rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bundle_pk: Mapped[int] = mapped_column(ForeignKey("firmware_bundles.id"), index=True)
+    target: Mapped[dict[str, Any]] = mapped_column(JSONDoc)  # as requested
+    canary: Mapped[int | None] = mapped_column(Integer)
+    deadline_s: Mapped[int] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(String(64), unique=True)  # download link secret
+    token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+    bundle: Mapped[FirmwareBundle] = relationship()
+    members: Mapped[list[FirmwareRolloutGateway]] = relationship(
+        back_populates="rollout", order_by="FirmwareRolloutGateway.id")
+
+
+class FirmwareRolloutGateway(Base):
+    """One gateway of a rollout; no command yet: held back behind the canary."""
+
+    __tablename__ = "firmware_rollout_gateways"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rollout_pk: Mapped[int] = mapped_column(ForeignKey("firmware_rollouts.id",
+                                                       ondelete="CASCADE"), index=True)
+    gateway_pk: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"),
+                                            index=True)
+    command_pk: Mapped[int | None] = mapped_column(BigId, ForeignKey("commands.id",
+                                                              ondelete="SET NULL"))
+
+    rollout: Mapped[FirmwareRollout] = relationship(back_populates="members")
+    gateway: Mapped[Gateway] = relationship()
+    command: Mapped[Command | None] = relationship()
+
+
 # Tables of the registry (reference places, instruments, maintenance,
 # encounters) live in their own module on the same Base; imported here so that
 # `Base.metadata` always holds every table.

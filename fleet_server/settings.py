@@ -144,6 +144,17 @@ class Settings(BaseSettings):
     broker_public_url: str | None = Field(
         default=None, pattern=r"^mqtts?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")
 
+    # --- firmware bundles and OTA rollouts (fleet_server/firmware_store.py,
+    # docs/protocol.md "OTA"): where uploaded bundles are kept; the release
+    # public keys an upload must be signed by (comma-separated: 64 hex digits
+    # or .pub/.pem files; none: uploads answer 503); the base URL gateways
+    # download from (None: http://<api_host>:<api_port>); how long a rollout's
+    # download link lives.
+    firmware_dir: Path = Path("var/firmware")
+    firmware_trust: str = ""
+    firmware_public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+/?$")
+    firmware_link_expire_s: int = Field(default=7 * 86_400, ge=60, le=90 * 86_400)
+
     @property
     def broker_service_user_list(self) -> list[str]:
         return [u.strip() for u in self.broker_service_users.split(",") if u.strip()]
@@ -193,7 +204,8 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             for key in ("bootstrap_admin_password", "mqtt_username", "mqtt_password",
                         "metrics_token", "broker_password_file", "broker_acl_file",
-                        "broker_pid_file", "broker_reload_command", "broker_public_url"):
+                        "broker_pid_file", "broker_reload_command", "broker_public_url",
+                        "firmware_public_url"):
                 if data.get(key) == "":
                     data[key] = None
         return data

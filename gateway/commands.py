@@ -29,11 +29,13 @@ import json
 import os
 
 from gateway.config import (
+    BOOL,
     INT,
     MAXINT,
     NULL,
     OBJ,
     REQ,
+    STR,
     STRS,
     ConfigError,
     check,
@@ -60,6 +62,12 @@ ARGS = {
     "set_time": {"time": (INT, None, REQ, 1577836800000, 4102444800000)},  # 2020..2100
     "reboot": {"delay_ms": (INT, 2000, 0, 0, 600000)},
     "diagnostics": {},
+    # the firmware's update agent (firmware/board/ota_agent.py); a gateway
+    # without one answers unknown_op
+    "ota": {"version": (STR, None, REQ, 5, 32), "url": (STR, None, REQ, 8, 1024),
+            "size": (INT, None, REQ, 1, MAXINT), "sha256": (STR, None, REQ, 64, 64),
+            "deadline_s": (INT, 3600, 0, 60, 604800),
+            "allow_downgrade": (BOOL, False, 0, None, None)},
 }
 
 
@@ -222,6 +230,13 @@ class CommandHandler:
         if isinstance(self.ops, dict):
             return self.ops.get(name)
         return getattr(self.ops, name, None)
+
+    def pending(self, op):
+        """The id of the command of `op` whose result is still to come, or None."""
+        for e in self._entries:
+            if e[2] is not None and e[2].get("op") == op:
+                return e[0]
+        return None
 
     def pending_apply(self):
         """(id, version) of the apply_config whose result is still to come, or None."""

@@ -22,6 +22,10 @@
 # config is restored and the result says `rolled_back`), sync_now wakes the
 # instruments' sessions, set_time corrects the clock, reboot answers first
 # and restarts after `delay_ms`, diagnostics reports without secrets.
+# ota (docs/protocol.md "OTA") is delegated to the `ota_agent` passed in (the
+# board's firmware/board/ota_agent.py): the Runtime only registers the op's
+# args, hands them over and publishes the result the agent gives back later;
+# without an agent the op is `unknown_op`.
 import asyncio
 import gc
 
@@ -30,6 +34,7 @@ from gateway.app import Gateway
 from gateway.bootinfo import BootInfo
 from gateway.clock import GatewayClock
 from gateway.commands import (
+    CommandError,
     CommandHandler,
     ConfigTrial,
     apply_config_op,
@@ -60,7 +65,7 @@ class Runtime:
     def __init__(self, state_dir, make_client, fw="0.0.0", clock=None, indicator=None,
                  reset_cause=None, run_session=None, reboot=None, link_probe=None,
                  supply_probe=None, trial_ms=TRIAL_MS, sync_every_ms=SYNC_EVERY_MS,
-                 retry_ms=RETRY_MS):
+                 retry_ms=RETRY_MS, ota_agent=None):
         self.state_dir = state_dir
         self.fw = fw
         self.store = ConfigStore(state_dir)
@@ -87,6 +92,7 @@ class Runtime:
         self.uplink.on_command = self._on_command
         self.run_session = run_session  # (runtime, instrument config) -> coroutine
         self.reboot_fn = reboot
+        self.ota_agent = ota_agent  # .start(args, done, published) -> "pending" or None
         self.trial_ms = trial_ms
         self.sync_every_ms = sync_every_ms
         self.retry_ms = retry_ms
@@ -149,6 +155,24 @@ class Runtime:
 
     def reboot(self, args):
         return {"in_ms": args.get("delay_ms", 2000)}
+
+    def ota(self, args):
+        if self.ota_agent is None:
+            raise CommandError("unknown_op", "op ota not supported by this gateway")
+        if self.ota_agent.start(args, self._ota_done, self._outbox_empty) is None:
+            raise CommandError("busy", "an update is already running")
+        return "pending"
+
+    def _ota_done(self, ok, result=None, error=None, detail=None):
+        # The agent's answer: finish the pending `ota` command, publish it.
+        cid = self.commands.pending("ota")  # one update runs at a time
+        if cid is not None:
+            payload = self.commands.finish(cid, ok, result, error, detail)
+            if payload is not None:
+                self._outbox.append(payload)
+
+    def _outbox_empty(self):
+        return not self._outbox
 
     def diagnostics(self, _args):
         j = self.journal

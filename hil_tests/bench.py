@@ -128,7 +128,7 @@ def provision_with_tool(target: VirtualTarget | BoardTarget, acc: GatewayAccount
     net = network or {"mode": "host"}
     args = ["--lang", "en", "provision", *where, "--unit", acc.unit, "--gateway", acc.gateway,
             "--broker", f"mqtt://{broker_host}:{broker_port}", "--password", acc.password,
-            "--label-dir", str(label_dir)]
+            "--label-dir", str(label_dir), "--accounts-dir", str(label_dir)]
     if net.get("wifi_ssid"):
         args += ["--wifi-ssid", net["wifi_ssid"], "--wifi-password", net.get("wifi_password", "")]
     else:

@@ -21,6 +21,9 @@
 #   update path  ota_apply.py: a bundle received whole is staged and switched
 #                to (then reset: boot.py picks the slot); a version on trial is
 #                confirmed after the good-boot hold or rolled back
+#   ota command  ota_agent.py, the Runtime's `ota` hook: downloads the bundle
+#                the fleet names (HTTP ranges), stages, switches, answers the
+#                command, then ends the run (reset into the new slot)
 #   good boot    healthy (uplink connected, a heartbeat sent) for good_boot_ms:
 #                clears the failed-boot count
 #   crash        the top-level handler records where and what (never a value
@@ -209,12 +212,21 @@ async def main(app):
 
     sessions = Sessions(b.state, ble=b.ble, serial=b.serial)
     app.fw = firmware_version()
+    from ota_agent import OtaAgent
+
+    def switched(version):
+        print("ota: version %s staged by command: restarting" % version)
+        app.ended = "ota"
+        app.rt.boot.mark_clean()
+        app.rt.stop()
+
+    agent = OtaAgent(b.root, trusted_keys(), clock, switched)
     gc.collect()
     rt = Runtime(b.state, lambda c: make_mqtt_client(c, tls_context(c, b.root)), fw=app.fw,
                  clock=clock, indicator=indicator, reset_cause=app.cause,
                  run_session=sessions, link_probe=net.probe, supply_probe=b.supply_probe,
                  trial_ms=t["trial_ms"], sync_every_ms=t["sync_every_ms"],
-                 retry_ms=t["retry_ms"])
+                 retry_ms=t["retry_ms"], ota_agent=agent)
     app.rt = rt
 
     from bootguard import BootGuard

@@ -9,6 +9,7 @@ from fleet_server.api.routes import (
     credentials,
     encounters,
     exports,
+    firmware,
     fleet,
     gateways,
     health,
@@ -24,5 +25,5 @@ from fleet_server.api.routes import (
 api_router = APIRouter()
 for module in (health, auth, encounters, readings, units, gateways, rejections, places,
                instruments, maintenance, exports, fleet, alerts, commands, metrics,
-               credentials):
+               credentials, firmware):
     api_router.include_router(module.router)
