@@ -221,6 +221,13 @@ def test_reading_filters(api: Api) -> None:
     assert len(seqs(limit=2)) == 2
     assert api.get("/api/v1/readings", limit=1001).status_code == 422
     assert api.get("/api/v1/readings", unit="U 1").status_code == 422
+    # a time out of 2000..2100 (or one that overflows when turned into UTC) is
+    # a 422 on the parameter, for readings and rejections alike
+    for url in ("/api/v1/readings", "/api/v1/rejections"):
+        for since in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1999-12-31"):
+            r = api.get(url, since=since)
+            assert r.status_code == 422, (url, since, r.text)
+            assert r.json()["detail"][0]["loc"] == ["query", "since"]
 
 
 def test_units_and_gateways(api: Api) -> None:

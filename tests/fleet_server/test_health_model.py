@@ -304,12 +304,13 @@ def test_availability_api(api: test_api.Api) -> None:
     assert g["days"][2]["day_off"] is True and g["planned_s"] == 4 * 9 * 3600
     [inst] = body["instruments"]
     assert (inst["addr"], inst["planned_days"], inst["seen_days"]) == ("C4:01", 4, 2)
-    bad = api.get("/api/v1/fleet/availability", **{"from": "2026-01-10", "to": "2026-01-01"})
-    assert bad.status_code == 422
-    assert api.get("/api/v1/fleet/availability", **{"from": "2025-01-01",
-                                                     "to": "2026-01-01"}).status_code == 422
-    assert api.get("/api/v1/fleet/availability", **{"from": "0001-01-01",
-                                                     "to": "0001-01-02"}).status_code == 422
+    # bad ranges: FastAPI's standard 422, naming the parameter
+    for params, field in (({"from": "2026-01-10", "to": "2026-01-01"}, "from"),
+                          ({"from": "2025-01-01", "to": "2026-01-01"}, "to"),
+                          ({"from": "0001-01-01", "to": "0001-01-02"}, "from")):
+        bad = api.get("/api/v1/fleet/availability", **params)
+        assert bad.status_code == 422, params
+        assert [e["loc"] for e in bad.json()["detail"]] == [["query", field]], bad.text
     assert api.get("/api/v1/fleet/battery", gateway="gw-u001",
                    addr="C4\x0001").status_code == 422
 
@@ -355,6 +356,9 @@ def test_schedule_api(api: test_api.Api) -> None:
     r = api.client.put("/api/v1/fleet/schedules/U001/days/2026-12-25", headers=headers,
                        json={"working": False, "note": "holiday"})
     assert r.status_code == 200
+    r = api.client.put("/api/v1/fleet/schedules/U001/days/0001-01-01", headers=headers,
+                       json={"working": False})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "day"]
     body = api.get("/api/v1/fleet/schedules/U001").json()
     assert (body["start"], body["end"], body["days"]) == (
         "09:00", "13:30", [{"date": "2026-12-25", "working": False, "note": "holiday"}])

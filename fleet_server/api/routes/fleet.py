@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from fleet_server import crud, health_model, protocol
 from fleet_server.api.deps import SessionDep, SettingsDep, allow, roles_note
+from fleet_server.api.registry_common import invalid
 from fleet_server.api.schemas import UtcTime
 from fleet_server.health_model import Schedule, Thresholds
 from fleet_server.models import (
@@ -42,6 +43,15 @@ ROLES = (Role.admin, Role.logistics, Role.technician)
 SCHEDULE_ROLES = (Role.admin, Role.logistics)
 MAX_DAYS = 92
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2199, 12, 31)
+
+
+def _day_in_range(d: date) -> date:
+    if not FIRST_DAY <= d <= LAST_DAY:
+        raise ValueError(f"must be a day from {FIRST_DAY} to {LAST_DAY}")
+    return d
+
+
+CalendarDay = Annotated[date, AfterValidator(_day_in_range)]
 
 
 def plain_text(v: str) -> str:
@@ -264,13 +274,13 @@ def fleet_availability(
     default = Schedule.default(settings)
     last = last or default.local_day(now)
     first = first or last - timedelta(days=6)
-    if not FIRST_DAY <= first <= LAST_DAY or not FIRST_DAY <= last <= LAST_DAY:
-        raise HTTPException(status_code=422, detail=f"from, to: days from {FIRST_DAY} to "
-                                                    f"{LAST_DAY}")
+    for name, day in (("from", first), ("to", last)):
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise invalid(name, f"must be a day from {FIRST_DAY} to {LAST_DAY}", "query")
     if first > last:
-        raise HTTPException(status_code=422, detail="from: must not be after to")
+        raise invalid("from", "must not be after to", "query")
     if (last - first).days >= MAX_DAYS:
-        raise HTTPException(status_code=422, detail=f"from..to: at most {MAX_DAYS} days")
+        raise invalid("to", f"must be at most {MAX_DAYS} days after from", "query")
     gws, insts = health_model.availability_report(
         session, _gateways(session, unit, gateway), default=default, first=first, last=last,
         now=now, grace=_thresholds(settings).grace)
@@ -386,7 +396,7 @@ def put_schedule(unit: UnitCode, body: ScheduleBody, session: SessionDep,
 
 @router.put("/schedules/{unit}/days/{day}", response_model=CalendarDayPublic,
             description=roles_note(*SCHEDULE_ROLES))
-def put_calendar_day(unit: UnitCode, day: date, body: CalendarDayBody, session: SessionDep,
+def put_calendar_day(unit: UnitCode, day: CalendarDay, body: CalendarDayBody, session: SessionDep,
                      _user: Annotated[User, allow(*SCHEDULE_ROLES)]) -> CalendarDayPublic:
     """A day off (`working: false`: holiday, leave, vehicle in repair) or an
     extra working day (`working: true`) for the unit."""
@@ -404,7 +414,7 @@ def put_calendar_day(unit: UnitCode, day: date, body: CalendarDayBody, session: 
 
 @router.delete("/schedules/{unit}/days/{day}", status_code=status.HTTP_204_NO_CONTENT,
                response_class=Response, description=roles_note(*SCHEDULE_ROLES))
-def delete_calendar_day(unit: UnitCode, day: date, session: SessionDep,
+def delete_calendar_day(unit: UnitCode, day: CalendarDay, session: SessionDep,
                         _user: Annotated[User, allow(*SCHEDULE_ROLES)]) -> Response:
     u = _unit(session, unit)
     row = session.scalar(select(UnitCalendarDay).where(UnitCalendarDay.unit_pk == u.id,

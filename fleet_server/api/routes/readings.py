@@ -4,7 +4,6 @@ them out: a 10 s strip is 2,500 of them)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -12,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from fleet_server import crud
 from fleet_server.api.deps import SessionDep, allow, roles_note
+from fleet_server.api.registry_common import EARLIEST, LATEST, OptUtcTime
 from fleet_server.api.schemas import ReadingPublic
 from fleet_server.models import Reading, Role, User
 from fleet_server.protocol import ID_PATTERN, MAX_BIGINT, EcgStrip
@@ -29,12 +29,11 @@ def list_readings(
     gateway: Annotated[str | None, Query(pattern=ID_PATTERN, description="gateway id")] = None,
     type: Annotated[str | None, Query(max_length=32, description="reading type")] = None,
     kind: Literal["reading", "event", "health"] = "reading",
-    since: Annotated[datetime | None, Query(
-        description="gateway receive time >= since (ISO 8601; UTC if no zone)")] = None,
+    since: Annotated[OptUtcTime, Query(
+        description="gateway receive time >= since (ISO 8601; UTC if no zone; "
+                    f"years {EARLIEST} to {LATEST})")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ReadingPublic]:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     rows = crud.list_readings(session, unit=unit, gateway=gateway, type=type, kind=kind,
                               since=since, limit=limit)
     return [ReadingPublic.of(r) for r in rows]

@@ -3,13 +3,13 @@ reason). The raw payload is returned only on request (`include_raw=true`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from fleet_server import crud
 from fleet_server.api.deps import SessionDep, allow, roles_note
+from fleet_server.api.registry_common import EARLIEST, LATEST, OptUtcTime
 from fleet_server.api.schemas import DeadLetterPublic, RejectionCountPublic
 from fleet_server.models import Role, User
 from fleet_server.protocol import ID_PATTERN, Reason
@@ -26,12 +26,12 @@ def list_rejections(
     _user: Annotated[User, allow(*ROLES)],
     gateway: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     reason: Reason | None = None,
-    since: Annotated[datetime | None, Query(description="received at >= since")] = None,
+    since: Annotated[OptUtcTime, Query(
+        description="received at >= since (ISO 8601; UTC if no zone; "
+                    f"years {EARLIEST} to {LATEST})")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     include_raw: Annotated[bool, Query(description="include the raw payload")] = False,
 ) -> list[DeadLetterPublic]:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
     rows = crud.list_dead_letters(session, gateway=gateway,
                                   reason=reason.value if reason else None, since=since,
                                   limit=limit)
