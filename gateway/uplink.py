@@ -74,7 +74,7 @@ class Uplink:
         self._stopped = asyncio.Event()  # ends the reconnect backoff early
         self._stop = False
         self._sent_upto = 0
-        self._outstanding = []  # [last_seq, sent_at_ms] of batches awaiting the ack
+        self._outstanding = []  # [last_seq, sent_at_ms, urgent] of batches awaiting the ack
         self._urgent_sent = set()  # urgent seqs sent ahead of the backlog this session
         self._last_progress_ms = 0
         self._publishing = 0  # data publishes awaiting their PUBACK
@@ -214,18 +214,24 @@ class Uplink:
                 self._outstanding = []
                 self._urgent_sent = set()
             if self._outstanding and now - self._last_progress_ms > self.resend_after_ms:
-                # The server has not moved the ack: send everything unacked again.
+                # The server has not moved the ack: send everything unacked
+                # again, urgent records included.
                 self.stats["resends"] += 1
                 self._sent_upto = j.acked
                 self._outstanding = []
+                self._urgent_sent = set()
                 self._last_progress_ms = now
-            if len(self._outstanding) < self.window:
+            # The window counts backlog batches only: an urgent batch's
+            # records are scattered through the backlog, so the contiguous
+            # ack covers it only once the backlog around it has arrived, and
+            # it would hold a window slot for most of a drain.
+            if sum(1 for b in self._outstanding if not b[2]) < self.window:
                 urgent = [s for s in j.urgent
                           if s > self._sent_upto and s not in self._urgent_sent]
                 if urgent:
                     # Urgent readings jump the queue: sent before the backlog.
                     records = j.read_seqs(urgent[:self.batch_records])
-                    await self._publish_batch(records, now)
+                    await self._publish_batch(records, now, urgent=True)
                     for r in records:
                         self._urgent_sent.add(r[0])
                     self.stats["urgent_sent"] += len(records)
@@ -241,7 +247,7 @@ class Uplink:
         if not c.is_connected:
             raise ConnectionLost("link dropped")
 
-    async def _publish_batch(self, records, now):
+    async def _publish_batch(self, records, now, urgent=False):
         """Queue one `data` batch. The PUBACK is awaited in the background, so
         up to `window` batches travel at once: on a slow link with a long
         round trip, waiting for each PUBACK before the next batch would leave
@@ -254,7 +260,7 @@ class Uplink:
         msg = protocol.data_message(j.jid, j.first_unacked, now, records)
         if not self._outstanding:
             self._last_progress_ms = now
-        self._outstanding.append([max(r[0] for r in records), now])
+        self._outstanding.append([max(r[0] for r in records), now, urgent])
         self.stats["batches"] += 1
         self.stats["records_sent"] += len(records)
         self._publishing += 1
