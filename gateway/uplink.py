@@ -77,7 +77,6 @@ class Uplink:
         self._outstanding = []  # [last_seq, sent_at_ms, urgent] of batches awaiting the ack
         self._urgent_sent = set()  # urgent seqs sent ahead of the backlog this session
         self._last_progress_ms = 0
-        self._publishing = 0  # data publishes awaiting their PUBACK
         self._publish_tasks = []  # their tasks (kept referenced while they run)
         self._resend_now = False
 
@@ -263,7 +262,6 @@ class Uplink:
         self._outstanding.append([max(r[0] for r in records), now, urgent])
         self.stats["batches"] += 1
         self.stats["records_sent"] += len(records)
-        self._publishing += 1
         self._publish_tasks = [t for t in self._publish_tasks if not t.done()]
         self._publish_tasks.append(asyncio.create_task(self._publish_data(msg)))
         await asyncio.sleep(0)  # let it start, so the next one queues behind it
@@ -280,7 +278,6 @@ class Uplink:
             self.indicator.error("uplink", "unexpected %s: %s" % (type(e).__name__, e))
             self._resend_now = True
         finally:
-            self._publishing -= 1
             self._wake.set()
 
     # --- receiving -----------------------------------------------------------

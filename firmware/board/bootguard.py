@@ -18,7 +18,8 @@
 # Kept in `bootguard.json` in the state directory, replaced atomically.
 # Portable (MicroPython and CPython).
 import json
-import os
+
+from gateway.fsutil import atomic_write
 
 FILE = "bootguard.json"
 FAILED = ("crash", "watchdog")  # BootInfo reasons of a failed boot
@@ -46,14 +47,7 @@ class BootGuard:
         self.good = False
 
     def _save(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"failed": self.failed}))
-            f.flush()
-            fsync = getattr(os, "fsync", None)
-            if fsync is not None:
-                fsync(f.fileno())
-        os.rename(tmp, self.path)
+        atomic_write(self.path, json.dumps({"failed": self.failed}))
 
     def mark_good(self):
         """This boot proved healthy: the failed-boot count starts again."""

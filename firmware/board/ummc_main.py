@@ -38,6 +38,8 @@ import sys
 
 from ticks import print_exception, sleep_ms, ticks_diff, ticks_ms
 
+from gateway.fsutil import exists as _exists
+
 UNIX = sys.platform in ("linux", "darwin")
 VERSION_DEV = "0.0.0-dev"
 CONFIG_POLL_MS = 2000
@@ -67,16 +69,6 @@ def trusted_keys():
         return __import__("ummc_keys").TRUSTED
     except ImportError:
         return {}
-
-
-def _exists(path):
-    import os
-
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _join(root, name):

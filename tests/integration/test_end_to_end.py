@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from devharness.processes import wait_until
 from devharness.stack import FleetStack
@@ -27,15 +28,21 @@ from gateway.uplink import Uplink
 
 
 def make_gateway(stack: FleetStack, index: int, journal_dir: Path,
-                 resend_after_ms: int = 30000) -> tuple[Gateway, Uplink, RecordingIndicator]:
+                 resend_after_ms: int = 30000, *,
+                 client_factory: Callable[..., Any] = MQTTClient,
+                 port: int | None = None) -> tuple[Gateway, Uplink, RecordingIndicator]:
+    """A gateway core for the stack's gateway `index`, its MQTT client made by
+    `client_factory` (MQTTClient's arguments; e.g. the paho adapter) for the
+    broker's `port` (default: its plain listener)."""
     acc = stack.gateways[index]
     assert stack.broker is not None
     journal = Journal(str(journal_dir))
     clock = GatewayClock(synced=True)
     indicator = RecordingIndicator()
-    client = MQTTClient(acc.gateway, "127.0.0.1", stack.broker.port, username=acc.gateway,
-                        password=acc.password, keepalive=30, clean_session=False,
-                        will=(topic(acc.unit, acc.gateway, "state"), LAST_WILL, 1, True))
+    client = client_factory(acc.gateway, "127.0.0.1", port or stack.broker.port,
+                            username=acc.gateway, password=acc.password, keepalive=30,
+                            clean_session=False,
+                            will=(topic(acc.unit, acc.gateway, "state"), LAST_WILL, 1, True))
     uplink = Uplink(journal, client, acc.unit, acc.gateway, clock, indicator,
                     resend_after_ms=resend_after_ms, backoff_min_ms=200, backoff_max_ms=1000)
     return Gateway(journal, uplink, clock, indicator), uplink, indicator

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,40 +18,16 @@ from devharness.broker import Mosquitto
 from devharness.stack import FleetStack
 from devharness.tlscerts import TLSFiles, client_context, make_tls_files
 from device_drivers.gatt import BLOOD_PRESSURE_MEASUREMENT
-from gateway.app import Gateway
-from gateway.clock import GatewayClock
 from gateway.config import validate
 from gateway.host.mqtt_paho import PahoMQTTClient
 from gateway.indicator import RecordingIndicator
-from gateway.journal import Journal
 from gateway.mqtt import ConnectionLost, MQTTClient
-from gateway.protocol import LAST_WILL, topic
 from gateway.runtime import make_mqtt_client
 from gateway.sim.cuff import SimulatedCuff
-from gateway.uplink import Uplink
+from tests.integration.test_end_to_end import make_gateway, wait_async
 
 HOST = "127.0.0.1"
 Client = MQTTClient | PahoMQTTClient
-
-
-def make_gateway(stack: FleetStack, index: int, journal_dir: Path,
-                 client_factory: Callable[..., Client],
-                 resend_after_ms: int = 30000,
-                 port: int | None = None) -> tuple[Gateway, Uplink, RecordingIndicator]:
-    """tests/integration/test_end_to_end.py's make_gateway, with the MQTT
-    client made by `client_factory` (same arguments as MQTTClient's) for the
-    broker's `port` (default: its plain listener)."""
-    acc = stack.gateways[index]
-    assert stack.broker is not None
-    journal = Journal(str(journal_dir))
-    clock = GatewayClock(synced=True)
-    indicator = RecordingIndicator()
-    client = client_factory(acc.gateway, HOST, port or stack.broker.port, username=acc.gateway,
-                            password=acc.password, keepalive=30, clean_session=False,
-                            will=(topic(acc.unit, acc.gateway, "state"), LAST_WILL, 1, True))
-    uplink = Uplink(journal, client, acc.unit, acc.gateway, clock, indicator,
-                    resend_after_ms=resend_after_ms, backoff_min_ms=200, backoff_max_ms=1000)
-    return Gateway(journal, uplink, clock, indicator), uplink, indicator
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +42,6 @@ def tls_broker(tls: TLSFiles, tmp_path_factory: pytest.TempPathFactory) -> Itera
     b.enable_tls(tls.certfile, tls.keyfile).start()
     yield b
     b.stop()
-
-
-async def wait_async(predicate: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def client_of(kind: str) -> Callable[..., Client]:
@@ -92,7 +59,8 @@ def test_uplink_over_paho_delivers_and_survives_a_broker_restart(stack: FleetSta
     broker = stack.broker
 
     async def scenario() -> RecordingIndicator:
-        core, uplink, indicator = make_gateway(stack, 0, tmp_path / "journal", PahoMQTTClient,
+        core, uplink, indicator = make_gateway(stack, 0, tmp_path / "journal",
+                                               client_factory=PahoMQTTClient,
                                                resend_after_ms=3000)
         assert isinstance(uplink.client, PahoMQTTClient)
         task = asyncio.create_task(uplink.run())
@@ -199,10 +167,10 @@ def test_runtime_client_with_tls_delivers_end_to_end(stack: FleetStack, tmp_path
     cuff = SimulatedCuff(addr="C4:7C:8D:6A:00:15", serial="5140200015", rng=random.Random(15))
 
     async def scenario() -> None:
-        core0, up0, _ = make_gateway(stack, 0, tmp_path / "j0", MQTTClient, resend_after_ms=1500)
+        core0, up0, _ = make_gateway(stack, 0, tmp_path / "j0", resend_after_ms=1500)
         up0.client = ours  # the runtime's client, as Runtime would give it
-        core1, up1, _ = make_gateway(stack, 1, tmp_path / "j1", paho_tls, resend_after_ms=1500,
-                                     port=tls_port)
+        core1, up1, _ = make_gateway(stack, 1, tmp_path / "j1", resend_after_ms=1500,
+                                     client_factory=paho_tls, port=tls_port)
         assert isinstance(up1.client, PahoMQTTClient)
         tasks = [asyncio.create_task(u.run()) for u in (up0, up1)]
         for core in (core0, core1):
