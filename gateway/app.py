@@ -32,7 +32,9 @@ class Gateway:
             self.alarms["journal_full"] = True
         return ok
 
-    def _count(self, addr, reason):
+    def count_error(self, addr, reason):
+        """One more `reason` for instrument `addr` (the heartbeat's per-
+        instrument `errors`, diagnostics): every session counts here."""
         key = (addr, reason)
         self.errors[key] = self.errors.get(key, 0) + 1
 
@@ -45,7 +47,7 @@ class Gateway:
         configuration) are corrected around decoding and flagged."""
         rtime = self.clock.now_ms()
         if uuid16 not in reading.MEASUREMENTS:
-            self._count(inst.get("addr"), "unsupported_characteristic")
+            self.count_error(inst.get("addr"), "unsupported_characteristic")
             self.indicator.error(inst.get("addr"), "unsupported characteristic 0x%04X" % uuid16)
             return None
         # Loaded on the first BLE value: a gateway with only serial
@@ -58,7 +60,7 @@ class Gateway:
             r = reading.normalize(uuid16, quirks.fix_values(uuid16, decoded, q))
             r["flags"] += quirks.flags_of(uuid16, q)
         except ValueError as e:  # a DecodeError, or a bad quirk in the pairing config
-            self._count(inst.get("addr"), "decode_error")
+            self.count_error(inst.get("addr"), "decode_error")
             self.indicator.error(inst.get("addr"), str(e))
             return None
         return self._journal_reading(inst, r, rtime, iseq)
@@ -74,7 +76,7 @@ class Gateway:
         try:
             return self._journal_reading(inst, r, rtime, iseq)
         except ValueError as e:  # e.g. an ECG strip over the protocol's sample limit
-            self._count(inst.get("addr"), "bad_reading")
+            self.count_error(inst.get("addr"), "bad_reading")
             self.indicator.error(inst.get("addr"), str(e))
             return None
 
@@ -95,7 +97,7 @@ class Gateway:
             # Never dropped silently: the nurse sees the error, the fleet sees
             # the alarm, and instrument sessions stop downloading (can_accept)
             # so the instruments keep their records in their own memory.
-            self._count(inst.get("addr"), "journal_full")
+            self.count_error(inst.get("addr"), "journal_full")
             self.alarms["journal_full"] = True
             self.indicator.error("journal", str(e))
             return None

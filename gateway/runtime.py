@@ -245,7 +245,7 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # never lets one instrument stop the gateway
-                self.core._count(addr, "session_failed")
+                self.core.count_error(addr, "session_failed")
                 self.indicator.error(addr, "session: %s" % type(e).__name__)
                 wait_ms = self.retry_ms
             try:

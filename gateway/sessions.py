@@ -105,8 +105,7 @@ class Sessions:
         try:
             port = self.open_serial(inst)
         except (OSError, ValueError) as e:
-            key = (addr, "port_error")
-            rt.core.errors[key] = rt.core.errors.get(key, 0) + 1
+            rt.core.count_error(addr, "port_error")
             rt.indicator.error(addr, "serial port %s: %s" % (inst["port"], e))
             raise SessionFailed(addr, "port_error")
         ident = {"addr": addr}
